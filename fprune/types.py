@@ -1,0 +1,115 @@
+"""The values that flow through an fprune pipeline, named once.
+
+A pipeline is ``model -> Scored -> Plan -> GraphModule``:
+
+* a :class:`Scorer` maps a weight tensor to :data:`Scores`, and lifts to a
+  whole model (returning a :class:`fprune.plan.Scored`);
+* a :class:`MaskFn` maps :data:`Scores` to a :data:`Mask`, and lifts to a
+  ``Scored`` value (returning a :class:`fprune.plan.Plan`);
+* :func:`fprune.apply_patterns` turns a ``Plan`` into a smaller model.
+
+Example:
+    >>> import torch
+    >>> from fprune import score_l1
+    >>> score_l1(torch.tensor([[1.0, -2.0], [0.5, 0.5]]))
+    tensor([3., 1.])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Union, overload
+
+
+from torch import Tensor, nn
+from typing_extensions import TypeAlias
+
+if TYPE_CHECKING:
+    from fprune.plan import Plan, Scored
+
+__all__ = [
+    "Scores",
+    "Mask",
+    "RowFn",
+    "Scorer",
+    "MaskFn",
+    "ModelLike",
+]
+
+Scores: TypeAlias = Tensor  # 1-D float tensor, one score per output channel (row); higher = more important
+Mask: TypeAlias = Tensor  # 1-D torch.bool tensor, one entry per channel; True = keep
+RowFn: TypeAlias = Callable[[Tensor, Union[Tensor, None]], Tensor]  # (rows [n, k], grad rows [n, k] | None) -> scores [n]
+ModelLike: TypeAlias = nn.Module  # an nn.Module or a torch.fx.GraphModule
+
+
+def _format_args(args: tuple[tuple[str, Any], ...]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in args)
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class Scorer:
+    """A per-channel scoring rule: a small immutable value around a row function.
+
+    ``rows`` scores the rows of a 2-D matrix (a weight flattened over every
+    dimension but 0); ``source`` says which tensors of a channel group are
+    scored when the scorer is lifted to a model: the producers' weights
+    (``"weight"``) or the per-channel scale of a normalisation layer
+    (``"norm"``).  Call it on a tensor for scores, on a model for a
+    :class:`fprune.plan.Scored` value.
+
+    Example:
+        >>> import torch
+        >>> from fprune import score_l2
+        >>> score_l2
+        score_l2
+        >>> score_l2(torch.tensor([[3.0, 4.0], [0.0, 1.0]]))
+        tensor([5., 1.])
+    """
+
+    name: str  # the public name, used in repr
+    rows: RowFn  # scores rows of a 2-D matrix
+    source: Literal["weight", "norm"] = "weight"  # what a lifted scorer reads in each group
+    needs_grad: bool = False  # True: rows receives the gradient and it must exist
+    args: tuple[tuple[str, Any], ...] = ()  # the factory arguments, for repr
+
+    def __repr__(self) -> str:
+        return f"{self.name}({_format_args(self.args)})" if self.args else self.name
+
+    @overload
+    def __call__(self, x: Tensor) -> Scores: ...
+
+    @overload
+    def __call__(self, x: nn.Module) -> Scored: ...
+
+    def __call__(self, x: Tensor | nn.Module) -> Scores | Scored:
+        """Scores a weight tensor, or every prunable channel group of a model."""
+        if isinstance(x, Tensor):
+            from fprune.scores import score_tensor
+
+            return score_tensor(self, x)
+        from fprune.plan import score_model
+
+        return score_model(self, x)
+
+
+class MaskFn(Protocol):
+    """A keep-mask rule built by a factory such as :func:`fprune.topk_mask`.
+
+    ``select`` maps one score vector to a mask; ``select_many`` maps named
+    score vectors to named masks (global rules rank them jointly).  Calling
+    the value on a tensor is ``select``; calling it on a ``Scored`` value
+    returns a :class:`fprune.plan.Plan`.
+    """
+
+    def select(self, scores: Scores) -> Mask: ...
+
+    def select_many(self, scores: Mapping[str, Scores]) -> dict[str, Mask]: ...
+
+    @overload
+    def __call__(self, x: Tensor) -> Mask: ...
+
+    @overload
+    def __call__(self, x: Scored) -> Plan: ...
+
+
