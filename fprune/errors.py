@@ -30,6 +30,7 @@ __all__ = [
     "TraceError",
     "PlanFormatError",
     "PlanMismatchError",
+    "FpruneWarning",
 ]
 
 
@@ -71,3 +72,7 @@ class PlanFormatError(FpruneError, ValueError):
 
 class PlanMismatchError(FpruneError, ValueError):
     """A plan was computed for a different architecture than the model it is applied to."""
+
+
+class FpruneWarning(UserWarning):
+    """A group was left unpruned, or pruned conservatively; the message names it and says why."""

@@ -1,0 +1,783 @@
+"""Channel groups: which slices of which tensors index the same channels.
+
+One pass over an fx graph, in topological order, propagates *channel spaces*
+from the producers (Linear, Conv, LSTM) to everything that reads them.  Each
+tensor value carries a :class:`Layout` saying which of its dimensions indexes
+channels and how (a concatenation of :class:`Seg` runs, each possibly
+expanded by a flatten).  The rule applied at each node is looked up in an
+index keyed by module type, function or method name, built once; there is
+no scan of patterns at every node, and every user of a node is followed
+because the pass visits every node.
+
+Coupled producers (residual adds, multiplicative gates) are merged with a
+union-find; a channel read by an op without a rule makes its group
+unprunable (never silently mis-pruned), and a channel whose removal cannot
+be exact (a LayerNorm over it, the graph output) is flagged with the reason.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from fprune.groups import analyze
+    >>> from fprune.trace import trace
+    >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> groups = analyze(trace(net)).groups
+    >>> [(g.name, g.size, g.members, g.prunable()) for g in groups]
+    [('0', 8, ('0', '2'), True), ('2', 2, ('2',), False)]
+    >>> groups[1].blocks[0].kind
+    'output'
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Literal, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.fx import GraphModule, Node
+from torch.nn.utils import parametrize
+from typing_extensions import TypeAlias
+
+__all__ = [
+    "Seg",
+    "Layout",
+    "LSTMOut",
+    "Role",
+    "Block",
+    "ChannelGroup",
+    "Options",
+    "Analysis",
+    "analyze",
+    "describe",
+]
+
+BlockKind: TypeAlias = Literal["unknown", "inexact", "output", "fold"]
+
+
+@dataclass(frozen=True)
+class Seg:
+    """A run of a tensor dimension whose indices enumerate one channel space."""
+
+    space: int  # raw channel-space id (resolved through the union-find)
+    size: int  # number of channels in the space
+    inner: int = 1  # consecutive indices per channel (flatten expansion)
+    path: tuple[str, ...] = ()  # unary nodes applied since the producer (bias folding)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one dimension of a tensor value maps onto channel spaces."""
+
+    dim: int  # the channel dimension, as a negative index
+    segs: tuple[Seg, ...]  # the runs, in order along the dimension
+    rank: int | None = None  # tensor rank, when known
+    factor: int | None = 1  # extra expansion shared by every seg; None = unknown, resolved by a consumer
+    spatial: int | None = None  # product of the dimensions after `dim`, when known
+
+    @property
+    def width(self) -> int | None:
+        """Length of the dimension, when known."""
+        if self.factor is None:
+            return None
+        return sum(s.size * s.inner for s in self.segs) * self.factor
+
+
+@dataclass(frozen=True)
+class LSTMOut:
+    """The (output, (h_n, c_n)) tuple of an LSTM call; output carries `layout`."""
+
+    layout: Layout
+    module: str
+
+
+Value: TypeAlias = Union[Layout, LSTMOut, None]
+
+
+@dataclass(frozen=True)
+class Role:
+    """What the rewrite must do to one module: slice its input side, output side, or both."""
+
+    name: str  # module fully-qualified name
+    in_layout: Layout | None  # layout of the channels it reads (None: input side untouched)
+    out_space: int | None  # raw space of the channels it produces (None: not a producer)
+    node: str  # the graph node calling it
+
+
+@dataclass(frozen=True)
+class Block:
+    """Why a channel group cannot (or cannot exactly) be pruned."""
+
+    kind: BlockKind  # unknown op | inexact op | reaches output | bias fold not exact
+    node: str  # the node responsible
+    message: str  # what happened and how to proceed
+
+
+@dataclass(frozen=True)
+class Options:
+    """Switches that relax or change the default exact semantics.
+
+    Example:
+        >>> Options(prune_outputs=True)
+        Options(prune_outputs=True, approximate=False, fold_bias=False)
+    """
+
+    prune_outputs: bool = False  # allow pruning channels that reach the graph output
+    approximate: bool = False  # allow groups whose removal is not exact (LayerNorm over them)
+    fold_bias: bool = False  # fold act(bias) of removed channels into consumers (reference prune_bias=False)
+
+    def tolerates(self, kind: BlockKind) -> bool:
+        """Whether a block of this kind still allows pruning."""
+        return (
+            kind == "fold"
+            or (kind == "output" and self.prune_outputs)
+            or (kind == "inexact" and self.approximate)
+        )
+
+
+DEFAULT_OPTIONS = Options()
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """A set of channels that must be removed together, and every module they touch."""
+
+    name: str  # the first producer's fully-qualified name; masks are keyed by it
+    size: int  # number of channels
+    producers: tuple[str, ...]  # modules whose output rows are these channels
+    members: tuple[str, ...]  # every module whose tensors the group slices, in graph order
+    blocks: tuple[Block, ...]  # reasons the group cannot be pruned exactly
+
+    def prunable(self, options: Options = DEFAULT_OPTIONS) -> bool:
+        """True when every block is tolerated by `options`."""
+        return all(options.tolerates(b.kind) for b in self.blocks)
+
+    def why_not(self, options: Options = DEFAULT_OPTIONS) -> str:
+        """The messages of the blocks `options` does not tolerate."""
+        return "; ".join(b.message for b in self.blocks if not options.tolerates(b.kind))
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The channel groups of one GraphModule and the role of every module in them."""
+
+    graph: GraphModule  # the graph analysed (not owned: never mutated)
+    groups: tuple[ChannelGroup, ...]  # in graph order of their first producer
+    roles: Mapping[str, Role]  # module fqn -> role
+    space_group: tuple[int, ...]  # raw space id -> index into `groups`
+    by_producer: Mapping[str, int] = field(default_factory=dict)  # producer fqn -> group index
+
+    def group(self, producer: str) -> ChannelGroup:
+        """The group produced by the module named `producer`."""
+        return self.groups[self.by_producer[producer]]
+
+    def group_of(self, seg: Seg) -> ChannelGroup:
+        """The group a layout segment belongs to."""
+        return self.groups[self.space_group[seg.space]]
+
+
+def describe(node: Node) -> str:
+    """A short human name for a node, used in every message.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> gm = torch.fx.symbolic_trace(nn.Sequential(nn.ReLU()))
+        >>> describe(list(gm.graph.nodes)[1])
+        "node '_0' (call_module '0')"
+    """
+    target = node.target
+    if node.op == "call_function":
+        label = getattr(target, "__name__", repr(target))
+    else:
+        label = str(target)
+    return f"node '{node.name}' ({node.op} '{label}')"
+
+
+# --------------------------------------------------------------------------------------
+# The propagation state: local to one `analyze` call (no module-level mutable state).
+
+
+class _State:
+    def __init__(self, gm: GraphModule) -> None:
+        self.gm = gm
+        self.modules: dict[str, nn.Module] = dict(gm.named_modules())
+        self.parent: list[int] = []
+        self.size: list[int] = []
+        self.blocks: list[list[Block]] = []
+        self.space_producers: list[list[str]] = []
+        self.producer_space: dict[str, int] = {}
+        self.values: dict[Node, Value] = {}
+        self.roles: dict[str, Role] = {}
+
+    # union-find -----------------------------------------------------------------------
+    def new_space(self, size: int, producer: str) -> int:
+        self.parent.append(len(self.parent))
+        self.size.append(size)
+        self.blocks.append([])
+        self.space_producers.append([producer])
+        return len(self.parent) - 1
+
+    def find(self, s: int) -> int:
+        root = s
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[s] != root:
+            self.parent[s], s = root, self.parent[s]
+        return root
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if rb < ra:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.blocks[ra].extend(self.blocks[rb])
+        self.space_producers[ra].extend(self.space_producers[rb])
+
+    # blocking -------------------------------------------------------------------------
+    def block(self, value: Value, kind: BlockKind, node: Node, why: str) -> None:
+        self.block_spaces([seg.space for seg in _segs(value)], kind, node, why)
+
+    def block_spaces(self, spaces: list[int], kind: BlockKind, node: Node, why: str) -> None:
+        message = f"{describe(node)}: {why}"
+        for space in spaces:
+            root = self.find(space)
+            if not any(b.message == message for b in self.blocks[root]):
+                self.blocks[root].append(Block(kind, node.name, message))
+
+    def unknown(self, node: Node, why: str | None = None) -> None:
+        """Blocks every channel this node reads; its output is not tracked."""
+        reason = why or (
+            "reads pruned channels and fprune has no exact rule for this op; "
+            "leave the producing module out of the masks, or restructure the model"
+        )
+        for value in self.tracked_inputs(node):
+            self.block(value, "unknown", node, reason)
+
+    def tracked_inputs(self, node: Node) -> Iterator[Value]:
+        for arg in _node_args(node):
+            value = self.values.get(arg)
+            if value is not None:
+                yield value
+
+    def module(self, node: Node) -> nn.Module:
+        return self.modules[str(node.target)]
+
+    def add_role(self, node: Node, in_layout: Layout | None, out_space: int | None) -> bool:
+        """Records what `node`'s module must be sliced by; False if it conflicts."""
+        name = str(node.target)
+        old = self.roles.get(name)
+        role = Role(name, in_layout, out_space, node.name)
+        if old is not None and _layout_key(old.in_layout) != _layout_key(in_layout):
+            for v in (old.in_layout, in_layout):
+                self.block(v, "unknown", node, f"module '{name}' is called several times on different channels")
+            return False
+        self.roles[name] = role if old is None else old
+        return True
+
+
+def _segs(value: Value) -> tuple[Seg, ...]:
+    if isinstance(value, Layout):
+        return value.segs
+    if isinstance(value, LSTMOut):
+        return value.layout.segs
+    return ()
+
+
+def _layout_key(layout: Layout | None) -> object:
+    if layout is None:
+        return None
+    return (layout.dim, tuple((s.space, s.size, s.inner) for s in layout.segs), layout.factor)
+
+
+def _node_args(node: Node) -> Iterator[Node]:
+    stack: list[Any] = [node.args, node.kwargs]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Node):
+            yield item
+        elif isinstance(item, (tuple, list)):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+
+
+def _arg(node: Node, index: int, name: str, default: Any) -> Any:
+    if len(node.args) > index:
+        return node.args[index]
+    return node.kwargs.get(name, default)
+
+
+# --------------------------------------------------------------------------------------
+# Rules.  A rule maps (state, node) to the node's output value.
+
+Rule: TypeAlias = Callable[[_State, Node], Value]
+
+
+def _first_tracked(state: _State, node: Node) -> tuple[Layout | None, list[Node]]:
+    """The single tracked layout among a node's tensor operands, and the other Node operands."""
+    layouts = [(a, state.values.get(a)) for a in _node_args(node)]
+    tracked = [v for _, v in layouts if isinstance(v, Layout)]
+    others = [a for a, v in layouts if v is None]
+    if len(tracked) != 1 or any(isinstance(v, LSTMOut) for _, v in layouts):
+        return None, others
+    return tracked[0], others
+
+
+def _with_path(layout: Layout, node: Node) -> Layout:
+    return replace(layout, segs=tuple(replace(s, path=s.path + (node.name,)) for s in layout.segs))
+
+
+def _elementwise(state: _State, node: Node) -> Value:
+    """f(x) applied to every element: channels pass through unchanged."""
+    layout, others = _first_tracked(state, node)
+    if layout is None:
+        return _binary(state, node)
+    if others:
+        # A tensor operand we cannot see (a buffer, a model input) might be per-channel.
+        state.unknown(node, "combines pruned channels with an untracked tensor operand; "
+                      "leave the producing module out of the masks")
+        return None
+    return _with_path(layout, node)
+
+
+def _binary(state: _State, node: Node) -> Value:
+    """add/sub/mul/div...: couples the channels of every tracked operand."""
+    operands = [state.values.get(a) for a in _node_args(node)]
+    tracked = [v for v in operands if isinstance(v, Layout)]
+    if any(v is None for v in operands) or len(tracked) != len(operands) or not tracked:
+        state.unknown(node, "combines pruned channels with an untracked tensor operand; "
+                      "leave the producing module out of the masks")
+        return None
+    first = tracked[0]
+    for other in tracked[1:]:
+        if (
+            other.dim != first.dim
+            or other.factor != first.factor
+            or [(s.size, s.inner) for s in other.segs] != [(s.size, s.inner) for s in first.segs]
+        ):
+            state.unknown(node, "combines tensors whose channel layouts differ")
+            return None
+    for other in tracked[1:]:
+        for a, b in zip(first.segs, other.segs):
+            state.union(a.space, b.space)
+    if len(tracked) > 1:
+        # the constant a removed channel emits is now a sum of several producers' constants
+        state.block(first, "fold", node, "couples several producers; their biases are not folded")
+    return _with_path(first, node) if len(tracked) == 1 else replace(first, segs=tuple(replace(s, path=()) for s in first.segs))
+
+
+def _producer(in_dim: int, out_dim: int, spatial_dims: int, out_size: Callable[[nn.Module], int]) -> Rule:
+    """Linear / Conv: reads channels on `in_dim`, emits a new space on `out_dim`."""
+
+    def rule(state: _State, node: Node) -> Value:
+        module = state.module(node)
+        layout, others = _first_tracked(state, node)
+        in_layout = None
+        if layout is not None:
+            if others or layout.dim != in_dim:
+                state.unknown(node, f"reads pruned channels on dim {layout.dim}, expected {in_dim}")
+                layout = None
+            else:
+                in_layout = _resolve(state, node, layout, _in_width(module))
+        name = str(node.target)
+        if name not in state.producer_space:
+            state.producer_space[name] = state.new_space(out_size(module), name)
+        space = state.producer_space[name]
+        if not state.add_role(node, in_layout, space):
+            return None
+        rank = (spatial_dims + 2) if spatial_dims else (layout.rank if layout else None)
+        return Layout(out_dim, (Seg(space, out_size(module)),), rank=rank, spatial=None if spatial_dims else 1)
+
+    return rule
+
+
+def _in_width(module: nn.Module) -> int:
+    if isinstance(module, nn.Linear):
+        return module.in_features
+    if isinstance(module, nn.LSTM):
+        return module.input_size
+    return int(getattr(module, "in_channels"))
+
+
+def _resolve(state: _State, node: Node, layout: Layout, width: int) -> Layout | None:
+    """Fixes an unknown flatten factor from the consumer's input width; None if inconsistent."""
+    base = sum(s.size * s.inner for s in layout.segs)
+    factor = layout.factor
+    if factor is None and width % base == 0:
+        factor = width // base
+    if factor is None or base * factor != width:
+        state.unknown(node, f"expects {width} input features but the channels it reads span "
+                      f"{base} x {layout.factor or '?'}")
+        return None
+    return replace(layout, factor=factor)
+
+
+def _linear_or_conv(module_type: type[nn.Module]) -> Rule:
+    spatial = {nn.Linear: 0, nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}[module_type]
+    in_dim = -1 if spatial == 0 else -(spatial + 1)
+    size: Callable[[nn.Module], int] = (
+        (lambda m: int(m.out_features)) if spatial == 0 else (lambda m: int(m.out_channels))
+    )
+    base = _producer(in_dim, in_dim, spatial, size)
+
+    def rule(state: _State, node: Node) -> Value:
+        module = state.module(node)
+        if spatial and getattr(module, "groups", 1) != 1:
+            state.unknown(node, f"grouped convolution (groups={module.groups}) is not supported yet; "
+                          "leave it and its producers out of the masks")
+            return None
+        if len(node.args) != 1 or node.kwargs:
+            state.unknown(node)
+            return None
+        return base(state, node)
+
+    return rule
+
+
+def _lstm(state: _State, node: Node) -> Value:
+    module = state.module(node)
+    assert isinstance(module, nn.LSTM)
+    if module.proj_size or len(node.args) != 1 or node.kwargs:
+        why = ("LSTM with proj_size is not supported" if module.proj_size
+               else "LSTM called with an initial state; fprune prunes LSTMs called on the input alone")
+        state.unknown(node, why)
+        return None
+    layout, _ = _first_tracked(state, node)
+    in_layout = None
+    if layout is not None:
+        if layout.dim != -1:
+            state.unknown(node, f"reads pruned channels on dim {layout.dim}, expected -1")
+        else:
+            in_layout = _resolve(state, node, layout, module.input_size)
+    name = str(node.target)
+    if name not in state.producer_space:
+        state.producer_space[name] = state.new_space(module.hidden_size, name)
+    space = state.producer_space[name]
+    if not state.add_role(node, in_layout, space):
+        return None
+    seg = Seg(space, module.hidden_size)
+    segs = (seg, seg) if module.bidirectional else (seg,)
+    return LSTMOut(Layout(-1, segs, rank=None, spatial=1), name)
+
+
+def _getitem(state: _State, node: Node) -> Value:
+    source, index = node.args[0], node.args[1]
+    value = state.values.get(source) if isinstance(source, Node) else None
+    if isinstance(value, LSTMOut):
+        if index == 0:
+            return value.layout
+        state.block(value, "unknown", node, f"uses the state (h_n, c_n) of LSTM '{value.module}'; "
+                    "fprune prunes LSTMs whose output alone is used")
+        return None
+    if value is not None:
+        state.unknown(node, "indexes into pruned channels")
+    return None
+
+
+def _channelwise(spatial_dims: int | None) -> Rule:
+    """BatchNorm / InstanceNorm: one parameter per channel on dim 1."""
+
+    def rule(state: _State, node: Node) -> Value:
+        layout, others = _first_tracked(state, node)
+        if layout is None or others:
+            if others or layout is not None:
+                state.unknown(node)
+            return None
+        module = state.module(node)
+        ok = layout.dim == -(spatial_dims + 1) if spatial_dims else (
+            (layout.dim == -1 and layout.rank in (None, 2)) or (layout.dim == -2 and layout.rank in (None, 3))
+        )
+        width = int(getattr(module, "num_features"))
+        if not ok:
+            state.unknown(node, f"normalises dim 1 but the pruned channels are on dim {layout.dim}")
+            return None
+        resolved = _resolve(state, node, layout, width)
+        if resolved is None or not state.add_role(node, resolved, None):
+            return None
+        state.block(resolved, "fold", node, "a normalisation layer lies between producer and consumer")
+        return resolved
+
+    return rule
+
+
+def _layer_norm(state: _State, node: Node) -> Value:
+    layout, others = _first_tracked(state, node)
+    if layout is None or others:
+        if others or layout is not None:
+            state.unknown(node)
+        return None
+    module = state.module(node)
+    assert isinstance(module, nn.LayerNorm)
+    normed = len(module.normalized_shape)
+    if layout.dim < -normed:
+        return _with_path(layout, node)  # normalises other dims: elementwise along channels
+    state.block(layout, "inexact", node, "normalises over the pruned channels, so removing them changes "
+                "the statistics of the kept ones; pass approximate=True to prune anyway")
+    if normed != 1 or layout.dim != -1:
+        state.unknown(node, "normalises over several dims including the pruned channels")
+        return None
+    resolved = _resolve(state, node, layout, module.normalized_shape[0])
+    if resolved is None or not state.add_role(node, resolved, None):
+        return None
+    return resolved
+
+
+def _pool(spatial_dims: int, adaptive: bool) -> Rule:
+    """Pools act on the last `spatial_dims` dims: channels pass through."""
+
+    def rule(state: _State, node: Node) -> Value:
+        layout, others = _first_tracked(state, node)
+        if layout is None or others:
+            if others or layout is not None:
+                state.unknown(node)
+            return None
+        if layout.dim >= -spatial_dims or layout.factor != 1:
+            state.unknown(node, f"pools over the pruned channels (dim {layout.dim})")
+            return None
+        spatial = None
+        if adaptive:
+            size = _arg(node, 1, "output_size", None) if node.op == "call_function" else getattr(
+                state.module(node), "output_size", None)
+            sizes = (size,) * spatial_dims if isinstance(size, int) else size
+            if isinstance(sizes, (tuple, list)) and all(isinstance(s, int) for s in sizes):
+                spatial = 1
+                for s in sizes:
+                    spatial *= s
+        else:
+            padding = _arg(node, 3, "padding", 0) if node.op == "call_function" else getattr(
+                state.module(node), "padding", 0)
+            include = _arg(node, 5, "count_include_pad", True) if node.op == "call_function" else getattr(
+                state.module(node), "count_include_pad", True)
+            is_avg = "avg" in (node.target.__name__ if callable(node.target) else type(state.module(node)).__name__).lower()
+            if is_avg and include and padding not in (0, (0, 0), (0, 0, 0), [0, 0]):
+                state.block(layout, "fold", node, "average pooling with zero padding changes a constant")
+        return replace(layout, spatial=spatial)
+
+    return rule
+
+
+def _flatten(state: _State, node: Node) -> Value:
+    layout, others = _first_tracked(state, node)
+    if layout is None or others:
+        if others or layout is not None:
+            state.unknown(node)
+        return None
+    if node.op == "call_module":
+        module = state.module(node)
+        start, end = getattr(module, "start_dim", 1), getattr(module, "end_dim", -1)
+    else:
+        start, end = _arg(node, 1, "start_dim", 0), _arg(node, 2, "end_dim", -1)
+    rank = layout.rank
+    if rank is None or not isinstance(start, int) or not isinstance(end, int):
+        state.unknown(node, "flattens a tensor of unknown rank")
+        return None
+    s, e, p = start % rank, end % rank, rank + layout.dim
+    new_rank = rank - (e - s)
+    if p < s or p > e:
+        return replace(layout, dim=(p if p < s else p - (e - s)) - new_rank, rank=new_rank)
+    if p != s:
+        state.unknown(node, "flattens leading dims together with the pruned channels")
+        return None
+    inner = layout.spatial if e == rank - 1 else None
+    factor = None if (inner is None or layout.factor is None) else layout.factor * inner
+    return replace(layout, dim=s - new_rank, rank=new_rank, factor=factor, spatial=1 if e == rank - 1 else None)
+
+
+def _output(state: _State, node: Node) -> Value:
+    for value in state.tracked_inputs(node):
+        state.block(value, "output", node, "these channels reach the model output, so removing them changes "
+                    "its shape; pass prune_outputs=True to prune them anyway")
+    return None
+
+
+_ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.RReLU, nn.Hardtanh, nn.ReLU6, nn.Sigmoid, nn.Hardsigmoid, nn.Tanh, nn.SiLU, nn.Mish,
+    nn.Hardswish, nn.ELU, nn.CELU, nn.SELU, nn.Hardshrink, nn.LeakyReLU, nn.LogSigmoid, nn.Softplus,
+    nn.Softsign, nn.Tanhshrink, nn.GELU, nn.Softshrink, nn.Threshold,
+    nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+)
+_ACTIVATION_FUNCTIONS: tuple[Callable[..., Any], ...] = (
+    F.relu, F.rrelu, F.hardtanh, F.relu6, F.sigmoid, F.hardsigmoid, F.tanh, F.silu, F.mish,
+    F.hardswish, F.elu, F.celu, F.selu, F.hardshrink, F.leaky_relu, F.logsigmoid, F.softplus,
+    F.softsign, F.tanhshrink, F.gelu, F.softshrink, F.dropout, F.relu_, F.elu_, F.leaky_relu_,
+    torch.relu, torch.sigmoid, torch.tanh, torch.nn.functional.threshold,
+    operator.neg, torch.neg, operator.pos, torch.abs, operator.abs, torch.exp, torch.square,
+)
+_ACTIVATION_METHODS = (
+    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "neg", "abs", "exp", "square",
+    "contiguous", "clone", "detach", "float", "double", "half", "to", "type_as",
+)
+_BINARY = (operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.isub,
+           operator.imul, operator.itruediv, torch.add, torch.sub, torch.mul, torch.div)
+_BINARY_METHODS = ("add", "sub", "mul", "div", "add_", "sub_", "mul_", "div_")
+
+
+def _prelu(state: _State, node: Node) -> Value:
+    module = state.module(node)
+    assert isinstance(module, nn.PReLU)
+    if module.num_parameters == 1:
+        return _elementwise(state, node)
+    layout, others = _first_tracked(state, node)
+    if layout is not None and not others and layout.rank is not None and layout.dim == 1 - layout.rank:
+        resolved = _resolve(state, node, layout, module.num_parameters)
+        if resolved is not None and state.add_role(node, resolved, None):
+            state.block(resolved, "fold", node, "a per-channel PReLU lies between producer and consumer")
+            return _with_path(resolved, node)
+        return None
+    state.unknown(node, "per-channel PReLU on a tensor whose channel dim is not known to be dim 1")
+    return None
+
+
+@dataclass(frozen=True)
+class _Index:
+    """The rule index: one dict per node kind, built once per process on first use."""
+
+    modules: Mapping[type, Rule]
+    functions: Mapping[Any, Rule]
+    methods: Mapping[str, Rule]
+
+
+def _build_index() -> _Index:
+    modules: dict[type, Rule] = {t: _linear_or_conv(t) for t in (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)}
+    modules[nn.LSTM] = _lstm
+    modules.update({t: _elementwise for t in _ACTIVATION_MODULES})
+    modules[nn.PReLU] = _prelu
+    modules.update({nn.BatchNorm1d: _channelwise(None), nn.BatchNorm2d: _channelwise(2),
+                    nn.BatchNorm3d: _channelwise(3), nn.InstanceNorm1d: _channelwise(None),
+                    nn.InstanceNorm2d: _channelwise(2), nn.InstanceNorm3d: _channelwise(3)})
+    modules[nn.LayerNorm] = _layer_norm
+    modules[nn.Flatten] = _flatten
+    for k, (mx, avg, amx, aavg) in {
+        1: (nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveMaxPool1d, nn.AdaptiveAvgPool1d),
+        2: (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d),
+        3: (nn.MaxPool3d, nn.AvgPool3d, nn.AdaptiveMaxPool3d, nn.AdaptiveAvgPool3d),
+    }.items():
+        modules.update({mx: _pool(k, False), avg: _pool(k, False), amx: _pool(k, True), aavg: _pool(k, True)})
+    functions: dict[Any, Rule] = {f: _elementwise for f in _ACTIVATION_FUNCTIONS}
+    functions.update({f: _binary for f in _BINARY})
+    functions.update({torch.flatten: _flatten, operator.getitem: _getitem})
+    for k, (mx, avg, amx, aavg) in {
+        1: (F.max_pool1d, F.avg_pool1d, F.adaptive_max_pool1d, F.adaptive_avg_pool1d),
+        2: (F.max_pool2d, F.avg_pool2d, F.adaptive_max_pool2d, F.adaptive_avg_pool2d),
+        3: (F.max_pool3d, F.avg_pool3d, F.adaptive_max_pool3d, F.adaptive_avg_pool3d),
+    }.items():
+        functions.update({mx: _pool(k, False), avg: _pool(k, False), amx: _pool(k, True), aavg: _pool(k, True)})
+    methods: dict[str, Rule] = {m: _elementwise for m in _ACTIVATION_METHODS}
+    methods.update({m: _binary for m in _BINARY_METHODS})
+    methods["flatten"] = _flatten
+    return _Index(MappingProxyType(modules), MappingProxyType(functions), MappingProxyType(methods))
+
+
+_INDEX = _build_index()  # immutable: mappingproxies of rules
+
+
+def _rule_for(state: _State, node: Node) -> Rule | None:
+    if node.op == "call_module":
+        module_type = parametrize.type_before_parametrizations(state.module(node))
+        return _INDEX.modules.get(module_type)
+    if node.op == "call_function":
+        try:
+            return _INDEX.functions.get(node.target)
+        except TypeError:  # unhashable target
+            return None
+    if node.op == "call_method":
+        return _INDEX.methods.get(str(node.target))
+    if node.op == "output":
+        return _output
+    return None
+
+
+def analyze(gm: GraphModule) -> Analysis:
+    """Finds the channel groups of a GraphModule (does not modify it).
+
+    Args:
+        gm: a traced model.
+
+    Returns:
+        The groups, in graph order of their first producer, and each module's role.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from fprune.trace import trace
+        >>> class Res(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.a, self.b, self.head = nn.Linear(3, 4), nn.Linear(4, 4), nn.Linear(4, 1)
+        ...     def forward(self, x):
+        ...         h = self.a(x)
+        ...         return self.head(h + self.b(h))
+        >>> [(g.producers, g.members) for g in analyze(trace(Res())).groups][0]
+        (('a', 'b'), ('a', 'b', 'head'))
+    """
+    state = _State(gm)
+    for node in gm.graph.nodes:
+        rule = _rule_for(state, node)
+        if rule is not None:
+            state.values[node] = rule(state, node)
+        elif node.op not in ("placeholder", "get_attr"):
+            state.unknown(node)
+            state.values[node] = None
+    _block_shared_parameters(state)
+    return _finish(state)
+
+
+def _block_shared_parameters(state: _State) -> None:
+    """Parameters read outside their module (get_attr, weight tying) must not be sliced."""
+    owners: dict[int, int] = {}
+    for module in state.modules.values():
+        for p in module.parameters(recurse=False):
+            owners[id(p)] = owners.get(id(p), 0) + 1
+    read_by: dict[str, Node] = {}
+    for node in state.gm.graph.nodes:
+        if node.op == "get_attr":
+            read_by.setdefault(str(node.target).rpartition(".")[0], node)
+    for name, role in state.roles.items():
+        params = list(state.modules[name].parameters(recurse=False))
+        culprit = read_by.get(name)
+        if culprit is None and not any(owners[id(p)] > 1 for p in params):
+            continue
+        why = (f"a parameter of module '{name}' is shared with another module or read directly "
+               "by the graph, so it cannot be sliced; leave this group out of the masks")
+        spaces = [s.space for s in (role.in_layout.segs if role.in_layout else ())]
+        if role.out_space is not None:
+            spaces.append(role.out_space)
+        if culprit is None:  # rare: find the calling node for the message
+            culprit = next(n for n in state.gm.graph.nodes if n.name == role.node)
+        state.block_spaces(spaces, "unknown", culprit, why)
+
+
+def _finish(state: _State) -> Analysis:
+    roots: dict[int, int] = {}
+    order: list[int] = []
+    for space in range(len(state.parent)):
+        root = state.find(space)
+        if root not in roots:
+            roots[root] = len(order)
+            order.append(root)
+    members: list[list[str]] = [[] for _ in order]
+    for name, role in state.roles.items():
+        spaces = {state.find(s.space) for s in (role.in_layout.segs if role.in_layout else ())}
+        if role.out_space is not None:
+            spaces.add(state.find(role.out_space))
+        for root in spaces:
+            members[roots[root]].append(name)
+    groups = tuple(
+        ChannelGroup(
+            name=state.space_producers[root][0],
+            size=state.size[root],
+            producers=tuple(dict.fromkeys(state.space_producers[root])),
+            members=tuple(members[i]),
+            blocks=tuple(state.blocks[root]),
+        )
+        for i, root in enumerate(order)
+    )
+    by_producer = {p: i for i, g in enumerate(groups) for p in g.producers}
+    space_group = tuple(roots[state.find(s)] for s in range(len(state.parent)))
+    return Analysis(state.gm, groups, MappingProxyType(dict(state.roles)), space_group, MappingProxyType(by_producer))

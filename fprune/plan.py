@@ -1,0 +1,301 @@
+"""Scored and Plan values: a model's channel groups with their scores, then their keep-masks.
+
+``score_l1(model)`` returns a :class:`Scored`; ``topk_mask(0.5)(scored)``
+returns a :class:`Plan`; :func:`fprune.apply_patterns` consumes the Plan.
+A Plan's portable form is JSON (``fprune.plan/1``), read back with
+:func:`load_plan`.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from toolz import pipe
+    >>> from fprune import score_l1, topk_mask, load_plan
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <...>
+    >>> net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    >>> plan = pipe(net, score_l1, topk_mask(0.5))
+    >>> plan
+    Plan(pruned={'0': '3/6'})
+    >>> load_plan(plan.to_json(), net).to_json() == plan.to_json()
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from fprune.errors import FpruneWarning, InvalidMaskError, PlanFormatError, PlanMismatchError
+from fprune.groups import DEFAULT_OPTIONS, Analysis, ChannelGroup, Options, analyze
+from fprune.rewrite import group_masks, index_maps
+from fprune.scores import lstm_unit_rows, score_tensor
+from fprune.slicing import spec_for
+from fprune.trace import trace
+from fprune.types import Mask, MaskFn, Scorer, Scores
+
+if TYPE_CHECKING:
+    from torch.fx import GraphModule
+
+__all__ = ["Scored", "Plan", "score_model", "plan_from_scored", "load_plan", "FORMAT"]
+
+FORMAT = "fprune.plan/1"
+
+
+@dataclass(frozen=True, eq=False)
+class Scored:
+    """Scores for every prunable channel group of one model."""
+
+    analysis: Analysis  # the traced graph and its channel groups
+    scores: Mapping[str, Scores]  # group name (its first producer's fqn) -> one score per channel
+    scorer: Scorer  # the rule that produced them
+    options: Options = DEFAULT_OPTIONS  # what counted as prunable
+
+    @property
+    def graph(self) -> GraphModule:
+        """The traced model the scores belong to."""
+        return self.analysis.graph
+
+    def __repr__(self) -> str:
+        return f"Scored(scorer={self.scorer!r}, groups={list(self.scores)})"
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """An immutable pruning plan: the model it was computed for, its groups and one keep-mask per group."""
+
+    analysis: Analysis  # the traced graph and its channel groups
+    masks: Mapping[str, Mask]  # group name -> keep-mask (True = keep); groups absent are kept whole
+    options: Options = DEFAULT_OPTIONS  # semantics the rewrite uses
+
+    @property
+    def model(self) -> GraphModule:
+        """The traced model the plan was computed for."""
+        return self.analysis.graph
+
+    @property
+    def groups(self) -> tuple[ChannelGroup, ...]:
+        """Every channel group of the model, prunable or not."""
+        return self.analysis.groups
+
+    def __repr__(self) -> str:
+        pruned = {k: f"{int(m.sum())}/{m.numel()}" for k, m in self.masks.items() if not bool(m.all())}
+        return f"Plan(pruned={pruned})"
+
+    def params(self) -> dict[str, list[dict[str, Any]]]:
+        """Every parameter and buffer whose shape changes: fqn -> [{"dim", "keep"}], keep sorted."""
+        by_group = {self.analysis.by_producer[k]: m for k, m in self.masks.items() if not bool(m.all())}
+        out: dict[str, list[dict[str, Any]]] = {}
+        for module, index in index_maps(self.analysis, by_group).items():
+            for tensor, dims in index.items():
+                entries = [
+                    {"dim": d, "keep": keep.nonzero().squeeze(1).tolist()}
+                    for d, keep in sorted(dims.items())
+                    if not bool(keep.all())
+                ]
+                if entries:
+                    out[f"{module}.{tensor}"] = entries
+        return out
+
+    def to_json(self) -> str:
+        """The portable form: ``{"format": "fprune.plan/1", "params": {...}}``.
+
+        Example:
+            >>> import torch
+            >>> from torch import nn
+            >>> from fprune import apply_patterns, load_plan
+            >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+            >>> plan = load_plan('{"format": "fprune.plan/1", "params": {"0.weight": [{"dim": 0, "keep": [0, 2]}],'
+            ...                  ' "0.bias": [{"dim": 0, "keep": [0, 2]}], "2.weight": [{"dim": 1, "keep": [0, 2]}]}}', net)
+            >>> apply_patterns(plan).get_submodule("2").in_features
+            2
+        """
+        return json.dumps({"format": FORMAT, "params": self.params()})
+
+
+def score_model(scorer: Scorer, model: nn.Module, options: Options = DEFAULT_OPTIONS) -> Scored:
+    """Lifts a scorer to a model: one score vector per prunable channel group.
+
+    Groups that cannot be pruned under `options` are left out, with one
+    :class:`fprune.errors.FpruneWarning` naming each and saying why.  A group
+    coupling several producers (a residual add) sums their scores.  An LSTM
+    unit's score combines its rows in all four gates and every layer.  A
+    ``source="norm"`` scorer reads the per-channel scale of the group's
+    normalisation layers; groups without one are left out.  Does not modify
+    the model.
+
+    Example:
+        >>> from torch import nn
+        >>> from fprune import score_l2
+        >>> from fprune.groups import Options
+        >>> net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+        >>> list(score_model(score_l2, net, Options(prune_outputs=True)).scores)
+        ['0', '2']
+    """
+    analysis = analyze(trace(model))
+    modules = dict(analysis.graph.named_modules())
+    scores: dict[str, Scores] = {}
+    skipped: list[str] = []
+    for group in analysis.groups:
+        if not group.prunable(options):
+            skipped.append(f"{group.name!r} ({group.why_not(options)})")
+            continue
+        parts = (
+            _norm_scores(scorer, analysis, group, modules)
+            if scorer.source == "norm"
+            else [_producer_scores(scorer, name, modules[name]) for name in group.producers]
+        )
+        if parts:
+            total = parts[0]
+            for part in parts[1:]:
+                total = total + part.to(total.dtype)
+            scores[group.name] = total
+    if skipped:
+        warnings.warn("left unpruned: " + "; ".join(skipped), FpruneWarning, stacklevel=3)
+    return Scored(analysis, MappingProxyType(scores), scorer, options)
+
+
+def _producer_scores(scorer: Scorer, name: str, module: nn.Module) -> Scores:
+    if not isinstance(module, nn.LSTM):
+        return score_tensor(scorer, module.weight, name=f"{name}.weight")
+    total: Tensor | None = None
+    for tname, weight in module.named_parameters(recurse=False):
+        if not tname.startswith("weight_"):
+            continue
+        with torch.no_grad():
+            rows = lstm_unit_rows(weight.detach(), module.hidden_size)
+            if scorer.needs_grad and weight.grad is not None:
+                rows.grad = lstm_unit_rows(weight.grad, module.hidden_size)
+        part = score_tensor(scorer, rows, name=f"{name}.{tname}")
+        total = part if total is None else total + part
+    assert total is not None
+    return total
+
+
+def _norm_scores(scorer: Scorer, analysis: Analysis, group: ChannelGroup, modules: Mapping[str, nn.Module]) -> list[Scores]:
+    parts = []
+    index = analysis.by_producer[group.name]
+    for name in group.members:
+        role, module = analysis.roles[name], modules[name]
+        weight = getattr(module, "weight", None)
+        if role.out_space is not None or role.in_layout is None or weight is None:
+            continue
+        offset, factor = 0, role.in_layout.factor or 1
+        for seg in role.in_layout.segs:
+            width = seg.size * seg.inner * factor
+            if analysis.space_group[seg.space] == index:
+                rows = weight.detach()[offset:offset + width].reshape(seg.size, -1)
+                parts.append(score_tensor(scorer, rows, name=f"{name}.weight"))
+            offset += width
+    return parts
+
+
+def plan_from_scored(mask_fn: MaskFn, scored: Scored) -> Plan:
+    """Applies a mask rule to every scored group (global rules rank them jointly).
+
+    Example:
+        >>> from torch import nn
+        >>> from fprune import score_l1, topk_mask
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
+        >>> plan_from_scored(topk_mask(0.25), score_l1(net))
+        Plan(pruned={'0': '6/8'})
+    """
+    masks = mask_fn.select_many(dict(scored.scores))
+    for name, mask in masks.items():
+        expected = scored.scores[name].numel()
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.shape != (expected,):
+            raise InvalidMaskError(
+                f"{mask_fn!r} returned a mask for {name!r} that is not a 1-D bool tensor of length {expected}"
+            )
+    return Plan(scored.analysis, MappingProxyType(dict(masks)), scored.options)
+
+
+def load_plan(text: str, model: nn.Module, options: Options = DEFAULT_OPTIONS) -> Plan:
+    """Reads a plan's JSON form back, for `model` (a fresh copy of the same architecture).
+
+    Raises:
+        PlanFormatError: `text` is not an ``fprune.plan/1`` document.
+        PlanMismatchError: the plan names tensors the model lacks, or slices them differently
+            than the model's channel groups require (a different architecture).
+
+    Example:
+        >>> from torch import nn
+        >>> load_plan('{"format": "fprune.plan/1", "params": {}}', nn.Sequential(nn.Linear(2, 2)))
+        Plan(pruned={})
+    """
+    params = _parse(text)
+    analysis = analyze(trace(model))
+    modules = dict(analysis.graph.named_modules())
+    state = dict(analysis.graph.named_parameters()) | dict(analysis.graph.named_buffers())
+    for fqn, entries in params.items():
+        if fqn not in state:
+            raise PlanMismatchError(
+                f"the plan slices {fqn!r}, which {type(model).__name__} does not have; "
+                "load the plan into the architecture it was computed for"
+            )
+        shape = state[fqn].shape
+        for entry in entries:
+            dim, keep = entry["dim"], entry["keep"]
+            if not -len(shape) <= dim < len(shape) or (keep and keep[-1] >= shape[dim]):
+                raise PlanMismatchError(
+                    f"the plan keeps indices up to {keep[-1] if keep else '-'} along dim {dim} of {fqn!r}, "
+                    f"whose shape is {tuple(shape)}; load the plan into the architecture it was computed for"
+                )
+    masks: dict[str, Tensor] = {}
+    for group in analysis.groups:
+        for producer in group.producers:
+            source = spec_for(modules[producer]).mask_source
+            assert source is not None
+            entry = next((e for e in params.get(f"{producer}.{source[0]}", []) if e["dim"] == source[1]), None)
+            if entry is not None:
+                mask = torch.zeros(group.size, dtype=torch.bool)
+                mask[entry["keep"]] = True
+                masks[producer] = mask
+                break
+    try:
+        by_group = group_masks(analysis, masks, options)
+    except (InvalidMaskError, ValueError) as exc:
+        raise PlanMismatchError(f"the plan does not fit this model: {exc}") from exc
+    plan = Plan(analysis, MappingProxyType({analysis.groups[i].name: m for i, m in by_group.items()}), options)
+    rebuilt = plan.params()
+    if rebuilt != params:
+        diff = sorted(set(rebuilt) ^ set(params)) or sorted(k for k in params if rebuilt[k] != params[k])
+        raise PlanMismatchError(
+            f"the plan slices {diff[0]!r} differently than the channel groups of {type(model).__name__} "
+            "require; it was computed for another architecture"
+        )
+    return plan
+
+
+def _parse(text: str) -> dict[str, list[dict[str, Any]]]:
+    fix = f'expected {{"format": "{FORMAT}", "params": {{"<fqn>": [{{"dim": <int>, "keep": [<int>, ...]}}]}}}}'
+    if not isinstance(text, str):
+        raise PlanFormatError(f"load_plan expects the JSON text (str) of a plan, got {type(text).__name__}; {fix}")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PlanFormatError(f"not a plan: the text is not JSON ({exc}); {fix}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise PlanFormatError(f"not a plan: format is {found!r}; {fix}")
+    params = doc.get("params")
+    if not isinstance(params, dict):
+        raise PlanFormatError(f"not a plan: 'params' is missing or not an object; {fix}")
+    for fqn, entries in params.items():
+        ok = isinstance(entries, list) and all(
+            isinstance(e, dict) and set(e) == {"dim", "keep"} and type(e["dim"]) is int
+            and isinstance(e["keep"], list) and all(type(i) is int and i >= 0 for i in e["keep"])
+            and e["keep"] == sorted(set(e["keep"]))
+            for e in entries
+        )
+        if not ok:
+            raise PlanFormatError(
+                f"not a plan: entry {fqn!r} must be a list of {{'dim': int, 'keep': sorted unique ints}}; {fix}"
+            )
+    return params

@@ -1,0 +1,373 @@
+"""apply_patterns: (graph, keep-masks) -> a new, physically smaller GraphModule.
+
+Pre-conditions: the channel analysis (:mod:`fprune.groups`) found the groups;
+each pruned group is prunable under the options.  Post-conditions: the
+result is a new GraphModule that shares no Parameter or buffer with the
+input; the input is unchanged; by default it computes the same function as
+the input with every removed slice zeroed.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from fprune import apply_patterns
+    >>> net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    >>> pruned = apply_patterns(net, {"0": torch.tensor([True, False, True, True, False, True])})
+    >>> pruned.get_submodule("0").weight.shape, pruned.get_submodule("2").weight.shape
+    (torch.Size([4, 4]), torch.Size([2, 4]))
+    >>> net[0].weight.shape  # the input is untouched
+    torch.Size([6, 4])
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+from torch.fx import GraphModule, Node
+from torch.nn.utils import parametrize
+
+from fprune.errors import (
+    FpruneWarning,
+    InvalidMaskError,
+    InvalidTypeError,
+    UnprunableError,
+    UnsupportedModelError,
+)
+from fprune.groups import Analysis, Layout, Options, analyze
+from fprune.slicing import IndexMap, slice_tensor, spec_for
+from fprune.trace import trace
+
+if TYPE_CHECKING:
+    from fprune.plan import Plan
+
+__all__ = ["apply_patterns", "index_maps", "group_masks", "expand"]
+
+
+def group_masks(analysis: Analysis, masks: Mapping[str, Tensor], options: Options) -> dict[int, Tensor]:
+    """Validates user masks keyed by producer name; returns masks keyed by group index.
+
+    Raises:
+        InvalidTypeError: `masks` is not a mapping of str to bool tensors.
+        InvalidMaskError: a key names no producer, a mask has the wrong length or keeps nothing,
+            or two producers of one group were given different masks.
+        UnprunableError: the group cannot be pruned under `options`.
+    """
+    if not isinstance(masks, Mapping):
+        raise InvalidTypeError(
+            f"masks must map producing-module names to bool tensors, got {type(masks).__name__}; "
+            "e.g. {'features.0': torch.tensor([True, False, ...])}"
+        )
+    out: dict[int, Tensor] = {}
+    given_by: dict[int, str] = {}
+    modules = dict(analysis.graph.named_modules())
+    producers = list(analysis.by_producer)
+    for name, mask in masks.items():
+        if name not in analysis.by_producer:
+            what = "is not a module of the model" if name not in modules else (
+                "is not a producing module (Linear, Conv, LSTM) reached by the graph")
+            raise InvalidMaskError(
+                f"mask key {name!r} {what}; masks are keyed by the fully-qualified name of the module "
+                f"that produces the channels; the producers are: {_some(producers)}"
+            )
+        group_index = analysis.by_producer[name]
+        group = analysis.groups[group_index]
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+            got = f"a {mask.dtype} tensor" if isinstance(mask, Tensor) else type(mask).__name__
+            raise InvalidTypeError(
+                f"mask for {name!r} must be a torch.bool tensor (True = keep), got {got}; "
+                "convert with mask.bool() or build it with fprune.topk_mask"
+            )
+        if mask.dim() != 1 or mask.numel() != group.size:
+            raise InvalidMaskError(
+                f"mask for {name!r} must be 1-D with {group.size} entries (one per output channel), "
+                f"got shape {tuple(mask.shape)}"
+            )
+        if not bool(mask.any()):
+            raise InvalidMaskError(
+                f"mask for {name!r} keeps no channel; keep at least one (a group cannot be removed whole)"
+            )
+        if group_index in out:
+            if not torch.equal(out[group_index].cpu(), mask.cpu()):
+                raise InvalidMaskError(
+                    f"masks for {given_by[group_index]!r} and {name!r} differ, but their channels are "
+                    f"coupled (group {group.name!r}: {', '.join(group.producers)}); give one mask for the group"
+                )
+            continue
+        if bool(mask.all()):
+            continue
+        if not group.prunable(options):
+            raise UnprunableError(
+                f"cannot prune {name!r} (group {group.name!r}): {group.why_not(options)}"
+            )
+        out[group_index] = mask.detach().cpu().clone()
+        given_by[group_index] = name
+    return out
+
+
+def _some(names: list[str], limit: int = 12) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "") if names else "(none)"
+
+
+def expand(analysis: Analysis, layout: Layout | None, masks: Mapping[int, Tensor]) -> Tensor | None:
+    """The keep-mask along a layout's dimension, or None when nothing in it is pruned."""
+    if layout is None or not any(analysis.space_group[s.space] in masks for s in layout.segs):
+        return None
+    factor = layout.factor or 1
+    parts = []
+    for seg in layout.segs:
+        mask = masks.get(analysis.space_group[seg.space])
+        if mask is None:
+            mask = torch.ones(seg.size, dtype=torch.bool)
+        parts.append(mask.repeat_interleave(seg.inner * factor) if seg.inner * factor != 1 else mask)
+    return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+
+def index_maps(analysis: Analysis, masks: Mapping[int, Tensor]) -> dict[str, IndexMap]:
+    """For every module touched by `masks` (keyed by group index): its tensors' keep-masks per dim."""
+    modules = dict(analysis.graph.named_modules())
+    out: dict[str, IndexMap] = {}
+    for name, role in analysis.roles.items():
+        in_keep = expand(analysis, role.in_layout, masks)
+        out_keep = None if role.out_space is None else masks.get(analysis.space_group[role.out_space])
+        if in_keep is None and out_keep is None:
+            continue
+        module = modules[name]
+        if parametrize.is_parametrized(module):
+            raise UnsupportedModelError(
+                f"module {name!r} is parametrized (torch.nn.utils.parametrize); remove its "
+                "parametrizations first, or prune through fprune.compat"
+            )
+        index = spec_for(module).index(module, in_keep, out_keep)
+        if index:
+            out[name] = index
+    return out
+
+
+def apply_patterns(
+    plan_or_model: Plan | nn.Module,
+    masks: Mapping[str, Tensor] | None = None,
+    *,
+    fold_bias: bool | None = None,
+    prune_outputs: bool | None = None,
+    approximate: bool | None = None,
+) -> GraphModule:
+    """Returns a new, physically smaller GraphModule; does not modify its input.
+
+    Call it with a :class:`fprune.Plan` (``pipe(model, score_l1, topk_mask(0.5), apply_patterns)``)
+    or with a model and keep-masks keyed by the fully-qualified name of each producing module
+    (Linear, Conv, LSTM; for an LSTM the mask is over hidden units and removes the same unit from
+    every gate and layer).  Every module whose channels are coupled to a masked producer is sliced
+    consistently: BatchNorm statistics, the consumers' input columns (expanded through flatten),
+    coupled producers of residual adds.
+
+    By default the result computes exactly the function of the input with every removed slice set
+    to zero.  With ``fold_bias=True`` (the reference's ``prune_bias=False``) a removed channel is
+    replaced by the constant it emits once its weights are zero, ``act(bias)``, folded into the
+    consumers' biases; where that is not exact (a consumer with zero padding, a normalisation or a
+    residual in between) the group is kept at full size with the removed rows' weights zeroed, as
+    the reference does, and a :class:`fprune.errors.FpruneWarning` says so.
+
+    Args:
+        plan_or_model: a Plan, or an ``nn.Module`` / GraphModule (traced with ``symbolic_trace``
+            when it is not a GraphModule).
+        masks: with a model: producer name -> 1-D bool keep-mask.  Must be None with a Plan.
+        fold_bias: fold removed channels' biases into consumers instead of dropping them.
+        prune_outputs: allow pruning channels that reach the model output (changes its shape).
+        approximate: allow pruning groups that cannot be exact (LayerNorm over the channels).
+
+    Returns:
+        A new GraphModule sharing no Parameter or buffer with the input.
+
+    Raises:
+        InvalidMaskError, InvalidTypeError, UnprunableError, UnsupportedModelError, TraceError:
+            nothing is built, and the input is left as it was.
+    """
+    from fprune.plan import Plan
+
+    overrides = {"fold_bias": fold_bias, "prune_outputs": prune_outputs, "approximate": approximate}
+    if isinstance(plan_or_model, Plan):
+        if masks is not None:
+            raise InvalidTypeError("pass either a Plan, or a model with masks, not a Plan with masks")
+        analysis = plan_or_model.analysis
+        options = _override(plan_or_model.options, overrides)
+        by_group = {analysis.by_producer[name]: m for name, m in plan_or_model.masks.items() if not bool(m.all())}
+        for index in by_group:
+            group = analysis.groups[index]
+            if not group.prunable(options):
+                raise UnprunableError(f"cannot prune group {group.name!r}: {group.why_not(options)}")
+    else:
+        if masks is None:
+            raise InvalidTypeError(
+                "apply_patterns(model) needs masks: apply_patterns(model, {'fc1': keep_mask}), "
+                "or pass a Plan such as pipe(model, score_l1, topk_mask(0.5))"
+            )
+        analysis = analyze(trace(plan_or_model))
+        options = _override(Options(), overrides)
+        by_group = group_masks(analysis, masks, options)
+    return _rewrite(analysis, by_group, options)
+
+
+def _override(options: Options, overrides: Mapping[str, bool | None]) -> Options:
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return Options(**{**options.__dict__, **changes}) if changes else options
+
+
+def _rewrite(analysis: Analysis, masks: dict[int, Tensor], options: Options) -> GraphModule:
+    gm = analysis.graph
+    modules = dict(gm.named_modules())
+    edits: dict[str, dict[str, Tensor]] = {}  # full-size replacement tensors, before slicing
+    if options.fold_bias and masks:
+        masks, edits = _fold(analysis, masks, modules)
+    maps = index_maps(analysis, masks)
+    memo: dict[int, Any] = {}
+    added: dict[str, dict[str, Tensor]] = {}
+    for name in maps.keys() | edits.keys():
+        module = modules[name]
+        index, full = maps.get(name, {}), edits.get(name, {})
+        for tname in index.keys() | full.keys():
+            original = getattr(module, tname)
+            new = slice_tensor(full.get(tname, original) if original is not None else full[tname],
+                               index.get(tname, {}))
+            if original is None:
+                added.setdefault(name, {})[tname] = nn.Parameter(new)
+            elif isinstance(original, nn.Parameter):
+                memo[id(original)] = nn.Parameter(new, requires_grad=original.requires_grad)
+            else:
+                memo[id(original)] = new
+    with torch.no_grad():
+        new_gm = copy.deepcopy(gm, memo)
+    for name in maps.keys() | edits.keys():
+        module = new_gm.get_submodule(name)
+        for tname, tensor in added.get(name, {}).items():
+            setattr(module, tname, tensor)
+        for attr, value in spec_for(module).attrs(module).items():
+            setattr(module, attr, value)
+        if isinstance(module, nn.RNNBase):
+            module._init_flat_weights()
+    return new_gm
+
+
+# --------------------------------------------------------------------------------------
+# Bias folding (fold_bias=True)
+
+
+def _fold(
+    analysis: Analysis, masks: dict[int, Tensor], modules: Mapping[str, nn.Module]
+) -> tuple[dict[int, Tensor], dict[str, dict[str, Tensor]]]:
+    """Splits pruned groups into folded ones and conservative ones; returns masks and full-size edits."""
+    nodes = {n.name: n for n in analysis.graph.graph.nodes}
+    consumers: dict[int, list[str]] = {}
+    for name, role in analysis.roles.items():
+        for seg in role.in_layout.segs if role.in_layout else ():
+            consumers.setdefault(analysis.space_group[seg.space], []).append(name)
+    kept_masks: dict[int, Tensor] = {}
+    edits: dict[str, dict[str, Tensor]] = {}
+    deltas: dict[str, Tensor] = {}
+    for index, mask in masks.items():
+        group = analysis.groups[index]
+        producer = modules[group.producers[0]]
+        if isinstance(producer, nn.RNNBase):  # removed LSTM units emit exactly zero
+            kept_masks[index] = mask
+            continue
+        why = next((b.message for b in group.blocks if b.kind == "fold"), None)
+        group_deltas: dict[str, Tensor] = {}
+        if why is None:
+            why = _group_deltas(analysis, index, mask, producer, dict.fromkeys(consumers.get(index, [])),
+                                modules, nodes, group_deltas)
+        if why is None:
+            kept_masks[index] = mask
+            for name, delta in group_deltas.items():
+                deltas[name] = deltas[name] + delta if name in deltas else delta
+            continue
+        warnings.warn(
+            f"fold_bias: group {group.name!r} is kept at full size with its removed rows zeroed "
+            f"(the reference's conservative handling), because {why}",
+            FpruneWarning,
+            stacklevel=4,
+        )
+        for pname in group.producers:
+            weight = modules[pname].weight.detach().clone()
+            weight[~mask.to(weight.device)] = 0
+            edits.setdefault(pname, {})["weight"] = weight
+    for name, delta in deltas.items():
+        module = modules[name]
+        bias = module.bias
+        base = bias.detach() if bias is not None else torch.zeros_like(delta)
+        edits.setdefault(name, {})["bias"] = base + delta
+    return kept_masks, edits
+
+
+def _group_deltas(
+    analysis: Analysis,
+    index: int,
+    mask: Tensor,
+    producer: nn.Module,
+    consumers: Mapping[str, None],
+    modules: Mapping[str, nn.Module],
+    nodes: Mapping[str, Node],
+    out: dict[str, Tensor],
+) -> str | None:
+    """Fills `out` with each consumer's bias change; returns why folding is not exact, or None."""
+    removed = ~mask.to(producer.weight.device)
+    bias = producer.bias
+    with torch.no_grad():
+        base = bias.detach()[removed] if bias is not None else producer.weight.new_zeros(int(removed.sum()))
+        for name in consumers:
+            module, layout = modules[name], analysis.roles[name].in_layout
+            assert layout is not None
+            if not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) or getattr(module, "groups", 1) != 1:
+                return f"its channels are read by {name!r} ({type(module).__name__}), which has no bias to fold into"
+            weight = module.weight.detach()
+            delta = weight.new_zeros(weight.shape[0])
+            offset = 0
+            factor = layout.factor or 1
+            for seg in layout.segs:
+                width = seg.size * seg.inner * factor
+                if analysis.space_group[seg.space] == index:
+                    const = base
+                    for node_name in seg.path:
+                        const = _evaluate(nodes[node_name], const, modules)
+                    k = seg.inner * factor
+                    cols = offset + (removed.nonzero().squeeze(1) * k).repeat_interleave(k) + torch.arange(
+                        k, device=weight.device).repeat(int(removed.sum()))
+                    columns = weight.index_select(1, cols)
+                    if columns.dim() > 2:
+                        if bool(const.ne(0).any()) and _zero_padded(module):
+                            return f"consumer {name!r} pads with zeros, so a constant channel is not constant at its borders"
+                        columns = columns.sum(dim=tuple(range(2, columns.dim())))
+                    delta = delta + columns @ const.repeat_interleave(k).to(columns.dtype)
+                offset += width
+            out[name] = delta
+    return None
+
+
+def _zero_padded(module: nn.Module) -> bool:
+    padding = getattr(module, "padding", 0)
+    if getattr(module, "padding_mode", "zeros") != "zeros":
+        return False
+    if isinstance(padding, str):
+        return padding == "same"
+    return any(p != 0 for p in padding)
+
+
+def _evaluate(node: Node, value: Tensor, modules: Mapping[str, nn.Module]) -> Tensor:
+    """Applies one unary node of the graph to the constants of removed channels."""
+    if node.op == "call_module":
+        module = modules[str(node.target)]
+        if isinstance(module, (nn.modules.dropout._DropoutNd, nn.Identity)):
+            return value
+        return module(value)  # type: ignore[no-any-return]
+    if node.target in (torch.nn.functional.dropout,):
+        return value
+    args = [value if isinstance(a, Node) else a for a in node.args]
+    kwargs = {k: (value if isinstance(v, Node) else v) for k, v in node.kwargs.items()}
+    if node.op == "call_method":
+        if node.target in ("contiguous", "clone", "detach", "to", "float", "double", "half", "type_as"):
+            return value
+        return getattr(value, str(node.target))(*args[1:], **kwargs)  # type: ignore[no-any-return]
+    return node.target(*args, **kwargs)  # type: ignore[operator, no-any-return]

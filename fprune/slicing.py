@@ -1,0 +1,157 @@
+"""Per-module-type slicing rules, as data.
+
+A :class:`SliceSpec` says, for one module type, which tensors lose which
+indices when the module's input channels (``in_keep``) and output channels
+(``out_keep``) are pruned, and which attributes change with them.  The same
+index map drives the rewrite and the plan's portable JSON form, so the two
+cannot disagree.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> spec = SPECS[nn.Linear]
+    >>> keep = torch.tensor([True, False, True])
+    >>> {k: {d: v.tolist() for d, v in m.items()} for k, m in spec.index(nn.Linear(2, 3), None, keep).items()}
+    {'weight': {0: [True, False, True]}, 'bias': {0: [True, False, True]}}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from typing_extensions import TypeAlias
+
+__all__ = ["IndexMap", "SliceSpec", "SPECS", "slice_tensor", "spec_for"]
+
+IndexMap: TypeAlias = dict[str, dict[int, Tensor]]  # tensor name -> {dim: bool keep-mask along dim}
+
+
+@dataclass(frozen=True)
+class SliceSpec:
+    """How one module type is sliced."""
+
+    index: Callable[[nn.Module, Tensor | None, Tensor | None], IndexMap]  # (module, in_keep, out_keep) -> index map
+    attrs: Callable[[nn.Module], dict[str, Any]]  # attributes to set on the sliced copy, read from its tensors
+    mask_source: tuple[str, int] | None = None  # (tensor, dim) whose keep along dim is the output mask
+
+
+def _entries(module: nn.Module, plan: dict[str, dict[int, Tensor | None]]) -> IndexMap:
+    """Drops absent tensors and dims that are not pruned."""
+    out: IndexMap = {}
+    for name, dims in plan.items():
+        if getattr(module, name, None) is None:
+            continue
+        kept = {d: k for d, k in dims.items() if k is not None}
+        if kept:
+            out[name] = kept
+    return out
+
+
+def _linear_index(m: nn.Module, in_keep: Tensor | None, out_keep: Tensor | None) -> IndexMap:
+    return _entries(m, {"weight": {0: out_keep, 1: in_keep}, "bias": {0: out_keep}})
+
+
+def _linear_attrs(m: nn.Module) -> dict[str, Any]:
+    out, inp = m.weight.shape[:2]
+    return {"in_features": inp, "out_features": out}
+
+
+def _conv_attrs(m: nn.Module) -> dict[str, Any]:
+    out, inp = m.weight.shape[:2]
+    transposed = bool(getattr(m, "transposed", False))
+    if transposed:  # weight is (in, out / groups, ...)
+        return {"in_channels": out, "out_channels": inp * m.groups}
+    return {"in_channels": inp * m.groups, "out_channels": out}
+
+
+def _channelwise_index(m: nn.Module, in_keep: Tensor | None, out_keep: Tensor | None) -> IndexMap:
+    names = ("weight", "bias", "running_mean", "running_var")
+    return _entries(m, {n: {0: in_keep} for n in names})
+
+
+def _norm_attrs(m: nn.Module) -> dict[str, Any]:
+    for name in ("weight", "running_mean"):
+        t = getattr(m, name, None)
+        if t is not None:
+            return {"num_features": t.shape[0]}
+    return {}
+
+
+def _layer_norm_attrs(m: nn.Module) -> dict[str, Any]:
+    return {"normalized_shape": (m.weight.shape[0],)} if m.weight is not None else {}
+
+
+def _prelu_index(m: nn.Module, in_keep: Tensor | None, out_keep: Tensor | None) -> IndexMap:
+    return _entries(m, {"weight": {0: in_keep}})
+
+
+def _lstm_names(m: nn.Module) -> list[tuple[int, str]]:
+    suffixes = ("", "_reverse") if m.bidirectional else ("",)
+    return [(k, s) for k in range(m.num_layers) for s in suffixes]
+
+
+def _lstm_index(m: nn.Module, in_keep: Tensor | None, out_keep: Tensor | None) -> IndexMap:
+    gates = None if out_keep is None else out_keep.repeat(4)
+    layer_in = None if out_keep is None else out_keep.repeat(2 if m.bidirectional else 1)
+    plan: dict[str, dict[int, Tensor | None]] = {}
+    for k, sfx in _lstm_names(m):
+        plan[f"weight_ih_l{k}{sfx}"] = {0: gates, 1: in_keep if k == 0 else layer_in}
+        plan[f"weight_hh_l{k}{sfx}"] = {0: gates, 1: out_keep}
+        plan[f"bias_ih_l{k}{sfx}"] = {0: gates}
+        plan[f"bias_hh_l{k}{sfx}"] = {0: gates}
+    return _entries(m, plan)
+
+
+def _lstm_attrs(m: nn.Module) -> dict[str, Any]:
+    return {"hidden_size": m.weight_hh_l0.shape[1], "input_size": m.weight_ih_l0.shape[1]}
+
+
+_LINEAR = SliceSpec(_linear_index, _linear_attrs, ("weight", 0))
+_CONV = SliceSpec(_linear_index, _conv_attrs, ("weight", 0))
+_NORM = SliceSpec(_channelwise_index, _norm_attrs)
+
+SPECS: Mapping[type, SliceSpec] = MappingProxyType({
+    nn.Linear: _LINEAR,
+    nn.Conv1d: _CONV,
+    nn.Conv2d: _CONV,
+    nn.Conv3d: _CONV,
+    nn.BatchNorm1d: _NORM,
+    nn.BatchNorm2d: _NORM,
+    nn.BatchNorm3d: _NORM,
+    nn.InstanceNorm1d: _NORM,
+    nn.InstanceNorm2d: _NORM,
+    nn.InstanceNorm3d: _NORM,
+    nn.LayerNorm: SliceSpec(_channelwise_index, _layer_norm_attrs),
+    nn.PReLU: SliceSpec(_prelu_index, lambda m: {"num_parameters": m.weight.shape[0]}),
+    nn.LSTM: SliceSpec(_lstm_index, _lstm_attrs, ("weight_hh_l0", 1)),
+})
+
+
+def spec_for(module: nn.Module) -> SliceSpec:
+    """The slicing rule for a module (parametrized modules use their original type)."""
+    from torch.nn.utils import parametrize
+
+    return SPECS[parametrize.type_before_parametrizations(module)]
+
+
+def slice_tensor(tensor: Tensor, dims: Mapping[int, Tensor]) -> Tensor:
+    """A new tensor holding the kept indices of `tensor` along each dim (never a view).
+
+    Example:
+        >>> import torch
+        >>> t = torch.arange(6.).reshape(2, 3)
+        >>> slice_tensor(t, {1: torch.tensor([True, False, True])})
+        tensor([[0., 2.],
+                [3., 5.]])
+    """
+    if not dims:
+        return tensor.detach().clone()
+    out = tensor.detach()
+    for dim, keep in sorted(dims.items()):
+        out = out.index_select(dim, keep.nonzero().squeeze(1).to(out.device))
+    return out

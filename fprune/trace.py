@@ -1,0 +1,51 @@
+"""From an nn.Module to a torch.fx GraphModule.
+
+Example:
+    >>> from torch import nn
+    >>> gm = trace(nn.Sequential(nn.Linear(2, 3), nn.ReLU()))
+    >>> type(gm).__name__
+    'GraphModule'
+    >>> trace(gm) is gm
+    True
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.fx import GraphModule
+
+from fprune.errors import InvalidTypeError, TraceError
+
+__all__ = ["trace"]
+
+
+def trace(model: nn.Module) -> GraphModule:
+    """Returns `model` itself if it is a GraphModule, else ``torch.fx.symbolic_trace(model)``.
+
+    The traced GraphModule holds the model's own submodules (no copy); fprune
+    never mutates it.
+
+    Args:
+        model: an ``nn.Module``, or a GraphModule traced in any way.
+
+    Raises:
+        InvalidTypeError: `model` is not an ``nn.Module``.
+        TraceError: symbolic tracing failed (the fx error is chained).
+    """
+    if isinstance(model, GraphModule):
+        return model
+    if not isinstance(model, nn.Module):
+        raise InvalidTypeError(
+            f"expected an nn.Module or a torch.fx.GraphModule, got {type(model).__name__}; "
+            "pass the model itself"
+        )
+    try:
+        return torch.fx.symbolic_trace(model)
+    except Exception as exc:  # fx raises many types (TraceError, TypeError, ...)
+        raise TraceError(
+            f"torch.fx.symbolic_trace could not trace {type(model).__name__}: {exc}. "
+            "Trace it yourself (e.g. with a torch.fx.Tracer whose is_leaf_module marks the "
+            "untraceable submodules as leaves, or torch.fx.symbolic_trace(model, concrete_args=...)) "
+            "and pass the GraphModule instead"
+        ) from exc
