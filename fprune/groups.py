@@ -428,6 +428,8 @@ def _linear_or_conv(module_type: type[nn.Module]) -> Rule:
 
     def rule(state: _State, node: Node) -> Value:
         module = state.module(node)
+        if spatial and _is_depthwise(module):
+            return _depthwise(state, node, -(spatial + 1))
         if spatial and getattr(module, "groups", 1) != 1:
             state.unknown(node, f"grouped convolution (groups={module.groups}) is not supported yet; "
                           "leave it and its producers out of the masks")
@@ -438,6 +440,28 @@ def _linear_or_conv(module_type: type[nn.Module]) -> Rule:
         return base(state, node)
 
     return rule
+
+
+def _is_depthwise(module: nn.Module) -> bool:
+    groups = getattr(module, "groups", 1)
+    return bool(groups > 1 and module.in_channels == groups == module.out_channels)
+
+
+def _depthwise(state: _State, node: Node, dim: int) -> Value:
+    """A depthwise conv maps channel c to channel c: channels pass through, its filters are per-channel."""
+    layout, others = _first_tracked(state, node)
+    if layout is None or others or len(node.args) != 1 or node.kwargs:
+        if others or layout is not None:
+            state.unknown(node)
+        return None
+    if layout.dim != dim:
+        state.unknown(node, f"reads pruned channels on dim {layout.dim}, expected {dim}")
+        return None
+    resolved = _resolve(state, node, layout, int(state.module(node).in_channels))
+    if resolved is None or not state.add_role(node, resolved, None):
+        return None
+    state.block(resolved, "fold", node, "a depthwise convolution lies between producer and consumer")
+    return replace(_with_path(resolved, node), spatial=None)
 
 
 def _lstm(state: _State, node: Node) -> Value:
@@ -573,8 +597,15 @@ def _flatten(state: _State, node: Node) -> Value:
         start, end = getattr(module, "start_dim", 1), getattr(module, "end_dim", -1)
     else:
         start, end = _arg(node, 1, "start_dim", 0), _arg(node, 2, "end_dim", -1)
+    if not isinstance(start, int) or not isinstance(end, int):
+        state.unknown(node, "flattens with dims that are not constants")
+        return None
+    return _flatten_range(state, node, layout, start, end)
+
+
+def _flatten_range(state: _State, node: Node, layout: Layout, start: int, end: int) -> Value:
     rank = layout.rank
-    if rank is None or not isinstance(start, int) or not isinstance(end, int):
+    if rank is None:
         state.unknown(node, "flattens a tensor of unknown rank")
         return None
     s, e, p = start % rank, end % rank, rank + layout.dim
@@ -587,6 +618,86 @@ def _flatten(state: _State, node: Node) -> Value:
     inner = layout.spatial if e == rank - 1 else None
     factor = None if (inner is None or layout.factor is None) else layout.factor * inner
     return replace(layout, dim=s - new_rank, rank=new_rank, factor=factor, spatial=1 if e == rank - 1 else None)
+
+
+def _cat(state: _State, node: Node) -> Value:
+    """torch.cat: along the channel dim the segments concatenate; along another dim they couple."""
+    tensors, dim = _arg(node, 0, "tensors", ()), _arg(node, 1, "dim", 0)
+    values = [state.values.get(t) for t in tensors if isinstance(t, Node)] if isinstance(tensors, (list, tuple)) else []
+    layouts = [v for v in values if isinstance(v, Layout)]
+    if not layouts:
+        if any(v is not None for v in values):
+            state.unknown(node)
+        return None
+    if len(layouts) != len(tensors) or not isinstance(dim, int):
+        state.unknown(node, "concatenates pruned channels with untracked tensors")
+        return None
+    rank = next((v.rank for v in layouts if v.rank is not None), None)
+    d = dim if dim < 0 else (dim - rank if rank is not None else None)
+    first = layouts[0]
+    if d is not None and all(v.dim == d for v in layouts) and len({v.factor for v in layouts}) == 1 \
+            and first.factor is not None:
+        segs = tuple(s for v in layouts for s in v.segs)
+        return Layout(d, segs, rank=rank, factor=first.factor, spatial=first.spatial)
+    if d is not None and all(v.dim == first.dim != d for v in layouts):
+        return _binary(state, node)
+    state.unknown(node, "concatenates tensors whose channel dims differ or are unknown")
+    return None
+
+
+def _reshape(state: _State, node: Node) -> Value:
+    """view/reshape to (batch, -1): the same as flatten(1)."""
+    source = node.args[0] if node.args else None
+    layout = state.values.get(source) if isinstance(source, Node) else None
+    if not isinstance(layout, Layout):
+        if layout is not None:
+            state.unknown(node)
+        return None
+    shape = node.args[1:] if node.op == "call_method" else _arg(node, 1, "shape", ())
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    if len(shape) == 2 and -1 in shape and layout.rank is not None and layout.rank + layout.dim == 1:
+        return _flatten_range(state, node, layout, 1, -1)
+    state.unknown(node, "reshapes the pruned channels; only view/reshape(batch, -1) is understood")
+    return None
+
+
+def _reduce(state: _State, node: Node) -> Value:
+    """mean/sum/amax over dims other than the channel dim."""
+    layout, others = _first_tracked(state, node)
+    if layout is None or others:
+        if others or layout is not None:
+            state.unknown(node)
+        return None
+    dims, keepdim = _arg(node, 1, "dim", None), _arg(node, 2, "keepdim", False)
+    dims = (dims,) if isinstance(dims, int) else dims
+    rank = layout.rank
+    if rank is None or not isinstance(dims, (tuple, list)) or not all(isinstance(d, int) for d in dims):
+        state.unknown(node, "reduces dims that cannot be told apart from the pruned channels")
+        return None
+    p, reduced = rank + layout.dim, {d % rank for d in dims}
+    if p in reduced:
+        state.unknown(node, "reduces over the pruned channels")
+        return None
+    spatial = 1 if set(range(p + 1, rank)) <= reduced else None
+    if keepdim:
+        return replace(layout, spatial=spatial)
+    new_rank = rank - len(reduced)
+    new_p = p - sum(1 for d in reduced if d < p)
+    return replace(layout, dim=new_p - new_rank, rank=new_rank, spatial=spatial)
+
+
+def _getattr(state: _State, node: Node) -> Value:
+    """getattr(x, "shape" | "ndim" | "dtype" | "device"): metadata, not channel values."""
+    if node.args[1:2] and node.args[1] in ("shape", "ndim", "dtype", "device", "is_cuda"):
+        return None
+    state.unknown(node)
+    return None
+
+
+def _shape_query(state: _State, node: Node) -> Value:
+    """x.size(), x.dim(), x.shape: read the (pruned) shape at run time, not the values."""
+    return None
 
 
 def _output(state: _State, node: Node) -> Value:
@@ -661,7 +772,8 @@ def _build_index() -> _Index:
         modules.update({mx: _pool(k, False), avg: _pool(k, False), amx: _pool(k, True), aavg: _pool(k, True)})
     functions: dict[Any, Rule] = {f: _elementwise for f in _ACTIVATION_FUNCTIONS}
     functions.update({f: _binary for f in _BINARY})
-    functions.update({torch.flatten: _flatten, operator.getitem: _getitem})
+    functions.update({getattr: _getattr, torch.flatten: _flatten, operator.getitem: _getitem, torch.cat: _cat, torch.concat: _cat,
+                      torch.reshape: _reshape, torch.mean: _reduce, torch.sum: _reduce, torch.amax: _reduce})
     for k, (mx, avg, amx, aavg) in {
         1: (F.max_pool1d, F.avg_pool1d, F.adaptive_max_pool1d, F.adaptive_avg_pool1d),
         2: (F.max_pool2d, F.avg_pool2d, F.adaptive_max_pool2d, F.adaptive_avg_pool2d),
@@ -670,7 +782,8 @@ def _build_index() -> _Index:
         functions.update({mx: _pool(k, False), avg: _pool(k, False), amx: _pool(k, True), aavg: _pool(k, True)})
     methods: dict[str, Rule] = {m: _elementwise for m in _ACTIVATION_METHODS}
     methods.update({m: _binary for m in _BINARY_METHODS})
-    methods["flatten"] = _flatten
+    methods.update({"size": _shape_query, "dim": _shape_query, "flatten": _flatten, "view": _reshape, "reshape": _reshape, "mean": _reduce,
+                    "sum": _reduce, "amax": _reduce})
     return _Index(MappingProxyType(modules), MappingProxyType(functions), MappingProxyType(methods))
 
 

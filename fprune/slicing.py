@@ -111,6 +111,16 @@ def _lstm_attrs(m: nn.Module) -> dict[str, Any]:
     return {"hidden_size": m.weight_hh_l0.shape[1], "input_size": m.weight_ih_l0.shape[1]}
 
 
+def _depthwise_index(m: nn.Module, in_keep: Tensor | None, out_keep: Tensor | None) -> IndexMap:
+    return _entries(m, {"weight": {0: in_keep}, "bias": {0: in_keep}})
+
+
+def _depthwise_attrs(m: nn.Module) -> dict[str, Any]:
+    n = m.weight.shape[0]
+    return {"in_channels": n, "out_channels": n, "groups": n}
+
+
+_DEPTHWISE = SliceSpec(_depthwise_index, _depthwise_attrs)
 _LINEAR = SliceSpec(_linear_index, _linear_attrs, ("weight", 0))
 _CONV = SliceSpec(_linear_index, _conv_attrs, ("weight", 0))
 _NORM = SliceSpec(_channelwise_index, _norm_attrs)
@@ -136,7 +146,11 @@ def spec_for(module: nn.Module) -> SliceSpec:
     """The slicing rule for a module (parametrized modules use their original type)."""
     from torch.nn.utils import parametrize
 
-    return SPECS[parametrize.type_before_parametrizations(module)]
+    kind = parametrize.type_before_parametrizations(module)
+    groups = getattr(module, "groups", 1)
+    if groups > 1 and kind in (nn.Conv1d, nn.Conv2d, nn.Conv3d) and module.in_channels == groups == module.out_channels:
+        return _DEPTHWISE
+    return SPECS[kind]
 
 
 def slice_tensor(tensor: Tensor, dims: Mapping[int, Tensor]) -> Tensor:
