@@ -265,7 +265,7 @@ class _State:
             if value is not None:
                 yield value
 
-    def module(self, node: Node) -> nn.Module:
+    def module(self, node: Node) -> Any:
         return self.modules[str(node.target)]
 
     def add_role(self, node: Node, in_layout: Layout | None, out_space: int | None) -> bool:
@@ -397,7 +397,7 @@ def _producer(in_dim: int, out_dim: int, spatial_dims: int, out_size: Callable[[
     return rule
 
 
-def _in_width(module: nn.Module) -> int:
+def _in_width(module: Any) -> int:
     if isinstance(module, nn.Linear):
         return module.in_features
     if isinstance(module, nn.LSTM):
@@ -421,7 +421,7 @@ def _resolve(state: _State, node: Node, layout: Layout, width: int) -> Layout | 
 def _linear_or_conv(module_type: type[nn.Module]) -> Rule:
     spatial = {nn.Linear: 0, nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}[module_type]
     in_dim = -1 if spatial == 0 else -(spatial + 1)
-    size: Callable[[nn.Module], int] = (
+    size: Callable[[Any], int] = (
         (lambda m: int(m.out_features)) if spatial == 0 else (lambda m: int(m.out_channels))
     )
     base = _producer(in_dim, in_dim, spatial, size)
@@ -442,7 +442,7 @@ def _linear_or_conv(module_type: type[nn.Module]) -> Rule:
     return rule
 
 
-def _is_depthwise(module: nn.Module) -> bool:
+def _is_depthwise(module: Any) -> bool:
     groups = getattr(module, "groups", 1)
     return bool(groups > 1 and module.in_channels == groups == module.out_channels)
 
@@ -774,11 +774,12 @@ def _build_index() -> _Index:
     functions.update({f: _binary for f in _BINARY})
     functions.update({getattr: _getattr, torch.flatten: _flatten, operator.getitem: _getitem, torch.cat: _cat, torch.concat: _cat,
                       torch.reshape: _reshape, torch.mean: _reduce, torch.sum: _reduce, torch.amax: _reduce})
-    for k, (mx, avg, amx, aavg) in {
+    pools: dict[int, tuple[Any, ...]] = {
         1: (F.max_pool1d, F.avg_pool1d, F.adaptive_max_pool1d, F.adaptive_avg_pool1d),
         2: (F.max_pool2d, F.avg_pool2d, F.adaptive_max_pool2d, F.adaptive_avg_pool2d),
         3: (F.max_pool3d, F.avg_pool3d, F.adaptive_max_pool3d, F.adaptive_avg_pool3d),
-    }.items():
+    }
+    for k, (mx, avg, amx, aavg) in pools.items():
         functions.update({mx: _pool(k, False), avg: _pool(k, False), amx: _pool(k, True), aavg: _pool(k, True)})
     methods: dict[str, Rule] = {m: _elementwise for m in _ACTIVATION_METHODS}
     methods.update({m: _binary for m in _BINARY_METHODS})

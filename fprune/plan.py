@@ -161,7 +161,7 @@ def score_model(scorer: Scorer, model: nn.Module, options: Options = DEFAULT_OPT
     return Scored(analysis, MappingProxyType(scores), scorer, options)
 
 
-def _producer_scores(scorer: Scorer, name: str, module: nn.Module) -> Scores:
+def _producer_scores(scorer: Scorer, name: str, module: Any) -> Scores:
     if not isinstance(module, nn.LSTM):
         return score_tensor(scorer, module.weight, name=f"{name}.weight")
     total: Tensor | None = None
@@ -252,10 +252,11 @@ def load_plan(text: str, model: nn.Module, options: Options = DEFAULT_OPTIONS) -
         for producer in group.producers:
             source = spec_for(modules[producer]).mask_source
             assert source is not None
-            entry = next((e for e in params.get(f"{producer}.{source[0]}", []) if e["dim"] == source[1]), None)
-            if entry is not None:
+            found: dict[str, Any] | None = next(
+                (e for e in params.get(f"{producer}.{source[0]}", []) if e["dim"] == source[1]), None)
+            if found is not None:
                 mask = torch.zeros(group.size, dtype=torch.bool)
-                mask[entry["keep"]] = True
+                mask[found["keep"]] = True
                 masks[producer] = mask
                 break
     try:

@@ -257,7 +257,7 @@ def _rewrite(analysis: Analysis, masks: dict[int, Tensor], options: Options) -> 
 
 
 def _fold(
-    analysis: Analysis, masks: dict[int, Tensor], modules: Mapping[str, nn.Module]
+    analysis: Analysis, masks: dict[int, Tensor], modules: Mapping[str, Any]
 ) -> tuple[dict[int, Tensor], dict[str, dict[str, Tensor]]]:
     """Splits pruned groups into folded ones and conservative ones; returns masks and full-size edits."""
     nodes = {n.name: n for n in analysis.graph.graph.nodes}
@@ -306,9 +306,9 @@ def _group_deltas(
     analysis: Analysis,
     index: int,
     mask: Tensor,
-    producer: nn.Module,
+    producer: Any,
     consumers: Mapping[str, None],
-    modules: Mapping[str, nn.Module],
+    modules: Mapping[str, Any],
     nodes: Mapping[str, Node],
     out: dict[str, Tensor],
 ) -> str | None:
@@ -346,8 +346,8 @@ def _group_deltas(
     return None
 
 
-def _zero_padded(module: nn.Module) -> bool:
-    padding = getattr(module, "padding", 0)
+def _zero_padded(module: Any) -> bool:
+    padding: Any = getattr(module, "padding", 0)
     if getattr(module, "padding_mode", "zeros") != "zeros":
         return False
     if isinstance(padding, str):
@@ -355,7 +355,7 @@ def _zero_padded(module: nn.Module) -> bool:
     return any(p != 0 for p in padding)
 
 
-def _evaluate(node: Node, value: Tensor, modules: Mapping[str, nn.Module]) -> Tensor:
+def _evaluate(node: Node, value: Tensor, modules: Mapping[str, Any]) -> Tensor:
     """Applies one unary node of the graph to the constants of removed channels."""
     if node.op == "call_module":
         module = modules[str(node.target)]

@@ -35,12 +35,12 @@ IndexMap: TypeAlias = dict[str, dict[int, Tensor]]  # tensor name -> {dim: bool 
 class SliceSpec:
     """How one module type is sliced."""
 
-    index: Callable[[nn.Module, Tensor | None, Tensor | None], IndexMap]  # (module, in_keep, out_keep) -> index map
-    attrs: Callable[[nn.Module], dict[str, Any]]  # attributes to set on the sliced copy, read from its tensors
+    index: Callable[[Any, Tensor | None, Tensor | None], IndexMap]  # (module, in_keep, out_keep) -> index map
+    attrs: Callable[[Any], dict[str, Any]]  # attributes to set on the sliced copy, read from its tensors
     mask_source: tuple[str, int] | None = None  # (tensor, dim) whose keep along dim is the output mask
 
 
-def _entries(module: nn.Module, plan: dict[str, dict[int, Tensor | None]]) -> IndexMap:
+def _entries(module: Any, plan: dict[str, dict[int, Tensor | None]]) -> IndexMap:
     """Drops absent tensors and dims that are not pruned."""
     out: IndexMap = {}
     for name, dims in plan.items():
@@ -52,16 +52,16 @@ def _entries(module: nn.Module, plan: dict[str, dict[int, Tensor | None]]) -> In
     return out
 
 
-def _linear_index(m: nn.Module, in_keep: Tensor | None, out_keep: Tensor | None) -> IndexMap:
+def _linear_index(m: Any, in_keep: Tensor | None, out_keep: Tensor | None) -> IndexMap:
     return _entries(m, {"weight": {0: out_keep, 1: in_keep}, "bias": {0: out_keep}})
 
 
-def _linear_attrs(m: nn.Module) -> dict[str, Any]:
+def _linear_attrs(m: Any) -> dict[str, Any]:
     out, inp = m.weight.shape[:2]
     return {"in_features": inp, "out_features": out}
 
 
-def _conv_attrs(m: nn.Module) -> dict[str, Any]:
+def _conv_attrs(m: Any) -> dict[str, Any]:
     out, inp = m.weight.shape[:2]
     transposed = bool(getattr(m, "transposed", False))
     if transposed:  # weight is (in, out / groups, ...)
@@ -69,12 +69,12 @@ def _conv_attrs(m: nn.Module) -> dict[str, Any]:
     return {"in_channels": inp * m.groups, "out_channels": out}
 
 
-def _channelwise_index(m: nn.Module, in_keep: Tensor | None, out_keep: Tensor | None) -> IndexMap:
+def _channelwise_index(m: Any, in_keep: Tensor | None, out_keep: Tensor | None) -> IndexMap:
     names = ("weight", "bias", "running_mean", "running_var")
     return _entries(m, {n: {0: in_keep} for n in names})
 
 
-def _norm_attrs(m: nn.Module) -> dict[str, Any]:
+def _norm_attrs(m: Any) -> dict[str, Any]:
     for name in ("weight", "running_mean"):
         t = getattr(m, name, None)
         if t is not None:
@@ -82,20 +82,20 @@ def _norm_attrs(m: nn.Module) -> dict[str, Any]:
     return {}
 
 
-def _layer_norm_attrs(m: nn.Module) -> dict[str, Any]:
+def _layer_norm_attrs(m: Any) -> dict[str, Any]:
     return {"normalized_shape": (m.weight.shape[0],)} if m.weight is not None else {}
 
 
-def _prelu_index(m: nn.Module, in_keep: Tensor | None, out_keep: Tensor | None) -> IndexMap:
+def _prelu_index(m: Any, in_keep: Tensor | None, out_keep: Tensor | None) -> IndexMap:
     return _entries(m, {"weight": {0: in_keep}})
 
 
-def _lstm_names(m: nn.Module) -> list[tuple[int, str]]:
+def _lstm_names(m: Any) -> list[tuple[int, str]]:
     suffixes = ("", "_reverse") if m.bidirectional else ("",)
     return [(k, s) for k in range(m.num_layers) for s in suffixes]
 
 
-def _lstm_index(m: nn.Module, in_keep: Tensor | None, out_keep: Tensor | None) -> IndexMap:
+def _lstm_index(m: Any, in_keep: Tensor | None, out_keep: Tensor | None) -> IndexMap:
     gates = None if out_keep is None else out_keep.repeat(4)
     layer_in = None if out_keep is None else out_keep.repeat(2 if m.bidirectional else 1)
     plan: dict[str, dict[int, Tensor | None]] = {}
@@ -107,15 +107,15 @@ def _lstm_index(m: nn.Module, in_keep: Tensor | None, out_keep: Tensor | None) -
     return _entries(m, plan)
 
 
-def _lstm_attrs(m: nn.Module) -> dict[str, Any]:
+def _lstm_attrs(m: Any) -> dict[str, Any]:
     return {"hidden_size": m.weight_hh_l0.shape[1], "input_size": m.weight_ih_l0.shape[1]}
 
 
-def _depthwise_index(m: nn.Module, in_keep: Tensor | None, out_keep: Tensor | None) -> IndexMap:
+def _depthwise_index(m: Any, in_keep: Tensor | None, out_keep: Tensor | None) -> IndexMap:
     return _entries(m, {"weight": {0: in_keep}, "bias": {0: in_keep}})
 
 
-def _depthwise_attrs(m: nn.Module) -> dict[str, Any]:
+def _depthwise_attrs(m: Any) -> dict[str, Any]:
     n = m.weight.shape[0]
     return {"in_channels": n, "out_channels": n, "groups": n}
 
@@ -142,7 +142,7 @@ SPECS: Mapping[type, SliceSpec] = MappingProxyType({
 })
 
 
-def spec_for(module: nn.Module) -> SliceSpec:
+def spec_for(module: Any) -> SliceSpec:
     """The slicing rule for a module (parametrized modules use their original type)."""
     from torch.nn.utils import parametrize
 

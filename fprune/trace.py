@@ -1,10 +1,11 @@
 """From an nn.Module to a torch.fx GraphModule.
 
 Example:
+    >>> import torch
     >>> from torch import nn
     >>> gm = trace(nn.Sequential(nn.Linear(2, 3), nn.ReLU()))
-    >>> type(gm).__name__
-    'GraphModule'
+    >>> isinstance(gm, torch.fx.GraphModule)
+    True
     >>> trace(gm) is gm
     True
 """
