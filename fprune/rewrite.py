@@ -209,7 +209,8 @@ def apply_patterns(
         analysis = analyze(trace(plan_or_model))
         options = _override(Options(), overrides)
         by_group = group_masks(analysis, masks, options)
-    return _rewrite(analysis, by_group, options)
+        return _rewrite(analysis, by_group, options, owned=not isinstance(plan_or_model, GraphModule))
+    return _rewrite(analysis, by_group, options, owned=False)
 
 
 def _override(options: Options, overrides: Mapping[str, bool | None]) -> Options:
@@ -217,39 +218,96 @@ def _override(options: Options, overrides: Mapping[str, bool | None]) -> Options
     return Options(**{**options.__dict__, **changes}) if changes else options
 
 
-def _rewrite(analysis: Analysis, masks: dict[int, Tensor], options: Options) -> GraphModule:
+def _rewrite(analysis: Analysis, masks: dict[int, Tensor], options: Options, owned: bool) -> GraphModule:
+    """Builds the pruned GraphModule.
+
+    `owned` says the GraphModule was traced by fprune for this call alone: its leaf modules are
+    swapped for new ones in place (no second code generation).  Otherwise a copy of the graph gets
+    a new GraphModule.  Either way every module and tensor reached by the graph is new.
+    """
     gm = analysis.graph
     modules = dict(gm.named_modules())
     edits: dict[str, dict[str, Tensor]] = {}  # full-size replacement tensors, before slicing
     if options.fold_bias and masks:
         masks, edits = _fold(analysis, masks, modules)
     maps = index_maps(analysis, masks)
-    memo: dict[int, Any] = {}
+    memo: dict[int, Any] = {}  # id(original tensor) -> its replacement
     added: dict[str, dict[str, Tensor]] = {}
-    for name in maps.keys() | edits.keys():
-        module = modules[name]
-        index, full = maps.get(name, {}), edits.get(name, {})
-        for tname in index.keys() | full.keys():
-            original = getattr(module, tname)
-            new = slice_tensor(full.get(tname, original) if original is not None else full[tname],
-                               index.get(tname, {}))
-            if original is None:
-                added.setdefault(name, {})[tname] = nn.Parameter(new)
-            elif isinstance(original, nn.Parameter):
-                memo[id(original)] = nn.Parameter(new, requires_grad=original.requires_grad)
-            else:
-                memo[id(original)] = new
     with torch.no_grad():
-        new_gm = copy.deepcopy(gm, memo)
+        for name in maps.keys() | edits.keys():
+            module = modules[name]
+            index, full = maps.get(name, {}), edits.get(name, {})
+            for tname in index.keys() | full.keys():
+                original = getattr(module, tname)
+                new = slice_tensor(full[tname] if tname in full else original, index.get(tname, {}))
+                if original is None:  # a bias added by folding: sliced like the output rows
+                    role = analysis.roles[name]
+                    out_keep = None if role.out_space is None else masks.get(analysis.space_group[role.out_space])
+                    new = new if out_keep is None else slice_tensor(new, {0: out_keep})
+                    added.setdefault(name, {})[tname] = nn.Parameter(new)
+                elif isinstance(original, nn.Parameter):
+                    memo[id(original)] = nn.Parameter(new, requires_grad=original.requires_grad)
+                else:
+                    memo[id(original)] = new
+        out = gm if owned else GraphModule(gm, copy.deepcopy(gm.graph), class_name=type(gm).__name__)
+        cloned: set[str] = set()
+        targets = {str(n.target) for n in gm.graph.nodes if n.op in ("call_module", "get_attr")}
+        for target in sorted(targets, key=lambda t: t.count(".")):
+            if any(target.startswith(done + ".") for done in cloned):
+                continue  # cloned with its ancestor
+            parent, _, field = target.rpartition(".")
+            setattr(out.get_submodule(parent), field, _clone(_lookup(gm, target), memo))
+            cloned.add(target)
     for name in maps.keys() | edits.keys():
-        module = new_gm.get_submodule(name)
+        module = out.get_submodule(name)
         for tname, tensor in added.get(name, {}).items():
             setattr(module, tname, tensor)
         for attr, value in spec_for(module).attrs(module).items():
             setattr(module, attr, value)
         if isinstance(module, nn.RNNBase):
             module._init_flat_weights()
-    return new_gm
+    for name, role in analysis.roles.items():  # sizes no tensor records (a LayerNorm without affine)
+        width_attrs = spec_for(modules[name]).width_attrs
+        in_keep = expand(analysis, role.in_layout, masks) if width_attrs is not None else None
+        if width_attrs is not None and in_keep is not None:
+            for attr, value in width_attrs(modules[name], int(in_keep.sum())).items():
+                setattr(out.get_submodule(name), attr, value)
+    return out
+
+
+def _lookup(root: nn.Module, target: str) -> Any:
+    obj: Any = root
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _clone(obj: Any, memo: dict[int, Any]) -> Any:
+    """A copy sharing no tensor with `obj`; tensors found in `memo` are replaced, not copied.
+
+    torch.nn modules are rebuilt field by field (their attributes are numbers, tuples and
+    containers of those); any other class goes through ``copy.deepcopy`` with the same memo.
+    """
+    if isinstance(obj, Tensor):
+        if id(obj) in memo:
+            return memo[id(obj)]
+        data = obj.detach().clone()
+        return nn.Parameter(data, requires_grad=obj.requires_grad) if isinstance(obj, nn.Parameter) else data
+    if not isinstance(obj, nn.Module) or not type(obj).__module__.startswith("torch.nn."):
+        return copy.deepcopy(obj, memo)
+    new = object.__new__(type(obj))
+    fields = dict(obj.__dict__)
+    for key, value in fields.items():
+        if key == "_parameters" or key == "_buffers":
+            fields[key] = type(value)((k, None if v is None else _clone(v, memo)) for k, v in value.items())
+        elif key == "_modules":
+            fields[key] = type(value)((k, None if v is None else _clone(v, memo)) for k, v in value.items())
+        elif isinstance(value, (dict, list, set)):
+            fields[key] = copy.copy(value)
+    new.__dict__ = fields
+    if isinstance(new, nn.RNNBase):
+        new._init_flat_weights()
+    return new
 
 
 # --------------------------------------------------------------------------------------
@@ -297,6 +355,8 @@ def _fold(
     for name, delta in deltas.items():
         module = modules[name]
         bias = module.bias
+        if bias is None and not bool(delta.ne(0).any()):
+            continue  # nothing to fold: do not add a bias the reference would not add
         base = bias.detach() if bias is not None else torch.zeros_like(delta)
         edits.setdefault(name, {})["bias"] = base + delta
     return kept_masks, edits
