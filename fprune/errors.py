@@ -47,7 +47,7 @@ class InvalidTypeError(FpruneError, TypeError):
 
 
 class InvalidWeightError(FpruneError, ValueError):
-    """A weight cannot be scored (wrong rank, NaN/inf values)."""
+    """A weight or a score vector is unusable (wrong rank, no rows, NaN/inf values, missing gradient)."""
 
 
 class InvalidMaskError(FpruneError, ValueError):

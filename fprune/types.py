@@ -47,7 +47,7 @@ def _format_args(args: tuple[tuple[str, Any], ...]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in args)
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(frozen=True, repr=False)
 class Scorer:
     """A per-channel scoring rule: a small immutable value around a row function.
 
