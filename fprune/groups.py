@@ -88,10 +88,11 @@ class Layout:
 
 @dataclass(frozen=True)
 class LSTMOut:
-    """The (output, (h_n, c_n)) tuple of an LSTM call; output carries `layout`."""
+    """The (output, (h_n, c_n)) tuple of an LSTM call (output carries `layout`); with `state`, its (h_n, c_n)."""
 
     layout: Layout
     module: str
+    state: bool = False  # True: the (h_n, c_n) pair, each with the hidden units on dim -1 as in `layout`
 
 
 Value: TypeAlias = Union[Layout, LSTMOut, None]
@@ -252,10 +253,10 @@ class _State:
 
     def unknown(self, node: Node, why: str | None = None) -> None:
         """Blocks every channel this node reads; its output is not tracked."""
-        reason = why or (
-            "reads pruned channels and fprune has no exact rule for this op; "
-            "leave the producing module out of the masks, or restructure the model"
-        )
+        how = "leave the producing module out of the masks, or restructure the model"
+        reason = why or f"reads pruned channels and fprune has no exact rule for this op; {how}"
+        if "out of the masks" not in reason:  # every message says how to proceed
+            reason = f"{reason}; {how}"
         for value in self.tracked_inputs(node):
             self.block(value, "unknown", node, reason)
 
@@ -389,8 +390,7 @@ def _producer(in_dim: int, out_dim: int, spatial_dims: int, out_size: Callable[[
         if name not in state.producer_space:
             state.producer_space[name] = state.new_space(out_size(module), name)
         space = state.producer_space[name]
-        if not state.add_role(node, in_layout, space):
-            return None
+        state.add_role(node, in_layout, space)  # on a conflict the inputs are blocked; the output is still new
         rank = (spatial_dims + 2) if spatial_dims else (layout.rank if layout else None)
         return Layout(out_dim, (Seg(space, out_size(module)),), rank=rank, spatial=None if spatial_dims else 1)
 
@@ -483,8 +483,7 @@ def _lstm(state: _State, node: Node) -> Value:
     if name not in state.producer_space:
         state.producer_space[name] = state.new_space(module.hidden_size, name)
     space = state.producer_space[name]
-    if not state.add_role(node, in_layout, space):
-        return None
+    state.add_role(node, in_layout, space)  # on a conflict the inputs are blocked; the output is still new
     seg = Seg(space, module.hidden_size)
     segs = (seg, seg) if module.bidirectional else (seg,)
     return LSTMOut(Layout(-1, segs, rank=None, spatial=1), name)
@@ -494,10 +493,13 @@ def _getitem(state: _State, node: Node) -> Value:
     source, index = node.args[0], node.args[1]
     value = state.values.get(source) if isinstance(source, Node) else None
     if isinstance(value, LSTMOut):
-        if index == 0:
-            return value.layout
-        state.block(value, "unknown", node, f"uses the state (h_n, c_n) of LSTM '{value.module}'; "
-                    "fprune prunes LSTMs whose output alone is used")
+        if type(index) is int and -2 <= index < 2:
+            if value.state or index % 2 == 0:
+                return value.layout  # the output, or h_n / c_n (hidden units on dim -1, once per direction)
+            hidden = Layout(-1, value.layout.segs[:1], rank=None, spatial=1)
+            return LSTMOut(hidden, value.module, state=True)
+        state.block(value, "unknown", node, f"indexes the result of LSTM '{value.module}' with {index!r}; "
+                    "expected 0 (output) or 1 (the state (h_n, c_n))")
         return None
     if value is not None:
         state.unknown(node, "indexes into pruned channels")
@@ -539,8 +541,9 @@ def _layer_norm(state: _State, node: Node) -> Value:
     module = state.module(node)
     assert isinstance(module, nn.LayerNorm)
     normed = len(module.normalized_shape)
-    if layout.dim < -normed:
-        return _with_path(layout, node)  # normalises other dims: elementwise along channels
+    if layout.dim < -normed:  # normalises other dims: channels stay apart
+        state.block(layout, "fold", node, "a LayerNorm over other dims turns a constant channel into its bias")
+        return _with_path(layout, node)
     state.block(layout, "inexact", node, "normalises over the pruned channels, so removing them changes "
                 "the statistics of the kept ones; pass approximate=True to prune anyway")
     if normed != 1 or layout.dim != -1:
@@ -581,6 +584,10 @@ def _pool(spatial_dims: int, adaptive: bool) -> Rule:
             is_avg = "avg" in (node.target.__name__ if callable(node.target) else type(state.module(node)).__name__).lower()
             if is_avg and include and padding not in (0, (0, 0), (0, 0, 0), [0, 0]):
                 state.block(layout, "fold", node, "average pooling with zero padding changes a constant")
+            divisor = _arg(node, 6, "divisor_override", None) if node.op == "call_function" else getattr(
+                state.module(node), "divisor_override", None)
+            if is_avg and divisor is not None:
+                state.block(layout, "fold", node, "average pooling with divisor_override changes a constant")
         return replace(layout, spatial=spatial)
 
     return rule
@@ -745,6 +752,22 @@ def _prelu(state: _State, node: Node) -> Value:
     return None
 
 
+def _functional_prelu(state: _State, node: Node) -> Value:
+    """F.prelu(x, weight): a single slope acts elementwise; a per-channel weight cannot be sliced."""
+    source, weight = _arg(node, 0, "input", None), _arg(node, 1, "weight", None)
+    layout = state.values.get(source) if isinstance(source, Node) else None
+    slope: Any = None
+    if isinstance(weight, Node) and weight.op == "get_attr":
+        slope = state.gm
+        for part in str(weight.target).split("."):
+            slope = getattr(slope, part, None)
+    if isinstance(layout, Layout) and isinstance(slope, torch.Tensor) and slope.numel() == 1:
+        return _with_path(layout, node)
+    state.unknown(node, "F.prelu with a weight that is not a single slope read from the model cannot be "
+                  "sliced; use nn.PReLU(num_parameters) or leave the producing module out of the masks")
+    return None
+
+
 @dataclass(frozen=True)
 class _Index:
     """The rule index: one dict per node kind, built once per process on first use."""
@@ -772,6 +795,7 @@ def _build_index() -> _Index:
         modules.update({mx: _pool(k, False), avg: _pool(k, False), amx: _pool(k, True), aavg: _pool(k, True)})
     functions: dict[Any, Rule] = {f: _elementwise for f in _ACTIVATION_FUNCTIONS}
     functions.update({f: _binary for f in _BINARY})
+    functions[F.prelu] = _functional_prelu
     functions.update({getattr: _getattr, torch.flatten: _flatten, operator.getitem: _getitem, torch.cat: _cat, torch.concat: _cat,
                       torch.reshape: _reshape, torch.mean: _reduce, torch.sum: _reduce, torch.amax: _reduce})
     pools: dict[int, tuple[Any, ...]] = {
@@ -846,7 +870,9 @@ def _block_shared_parameters(state: _State) -> None:
     """Parameters read outside their module (get_attr, weight tying) must not be sliced."""
     owners: dict[int, int] = {}
     for module in state.modules.values():
-        for p in module.parameters(recurse=False):
+        for p in module._parameters.values():
+            if p is None:
+                continue
             owners[id(p)] = owners.get(id(p), 0) + 1
     read_by: dict[str, Node] = {}
     for node in state.gm.graph.nodes:

@@ -252,11 +252,11 @@ def load_plan(text: str, model: nn.Module, options: Options = DEFAULT_OPTIONS) -
         for producer in group.producers:
             source = spec_for(modules[producer]).mask_source
             assert source is not None
-            found: dict[str, Any] | None = next(
+            source_entry: dict[str, Any] | None = next(
                 (e for e in params.get(f"{producer}.{source[0]}", []) if e["dim"] == source[1]), None)
-            if found is not None:
+            if source_entry is not None:
                 mask = torch.zeros(group.size, dtype=torch.bool)
-                mask[found["keep"]] = True
+                mask[source_entry["keep"]] = True
                 masks[producer] = mask
                 break
     try:
@@ -266,12 +266,21 @@ def load_plan(text: str, model: nn.Module, options: Options = DEFAULT_OPTIONS) -
     plan = Plan(analysis, MappingProxyType({analysis.groups[i].name: m for i, m in by_group.items()}), options)
     rebuilt = plan.params()
     if rebuilt != params:
-        diff = sorted(set(rebuilt) ^ set(params)) or sorted(k for k in params if rebuilt[k] != params[k])
+        diff = sorted(k for k in set(rebuilt) | set(params) if rebuilt.get(k) != params.get(k))
+        found, expected = (_dims(src.get(diff[0])) for src in (params, rebuilt))
         raise PlanMismatchError(
             f"the plan slices {diff[0]!r} differently than the channel groups of {type(model).__name__} "
-            "require; it was computed for another architecture"
+            f"require (expected {expected}, found {found}; every differing tensor: {', '.join(diff)}); "
+            "it was computed for another architecture, or some of its entries are missing"
         )
     return plan
+
+
+def _dims(entries: list[dict[str, Any]] | None) -> str:
+    """A short description of one tensor's plan entries, for messages."""
+    if not entries:
+        return "no slicing"
+    return ", ".join(f"dim {e['dim']} keeping {len(e['keep'])}" for e in entries)
 
 
 def _parse(text: str) -> dict[str, list[dict[str, Any]]]:

@@ -21,7 +21,9 @@ Example:
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -233,13 +235,15 @@ def _rewrite(analysis: Analysis, masks: dict[int, Tensor], options: Options, own
     maps = index_maps(analysis, masks)
     memo: dict[int, Any] = {}  # id(original tensor) -> its replacement
     added: dict[str, dict[str, Tensor]] = {}
+    positions: dict[int, Tensor] = {}  # id(keep-mask) -> its kept indices, computed once per mask
     with torch.no_grad():
         for name in maps.keys() | edits.keys():
             module = modules[name]
             index, full = maps.get(name, {}), edits.get(name, {})
             for tname in index.keys() | full.keys():
                 original = getattr(module, tname)
-                new = slice_tensor(full[tname] if tname in full else original, index.get(tname, {}))
+                dims = {d: _positions(keep, positions) for d, keep in index.get(tname, {}).items()}
+                new = slice_tensor(full[tname] if tname in full else original, dims)
                 if original is None:  # a bias added by folding: sliced like the output rows
                     role = analysis.roles[name]
                     out_keep = None if role.out_space is None else masks.get(analysis.space_group[role.out_space])
@@ -253,10 +257,15 @@ def _rewrite(analysis: Analysis, masks: dict[int, Tensor], options: Options, own
         cloned: set[str] = set()
         targets = {str(n.target) for n in gm.graph.nodes if n.op in ("call_module", "get_attr")}
         for target in sorted(targets, key=lambda t: t.count(".")):
-            if any(target.startswith(done + ".") for done in cloned):
+            if _has_ancestor(target, cloned):
                 continue  # cloned with its ancestor
             parent, _, field = target.rpartition(".")
-            setattr(out.get_submodule(parent), field, _clone(_lookup(gm, target), memo))
+            new = _clone(_lookup(gm, target), memo)
+            owner = out.get_submodule(parent)
+            if isinstance(new, nn.Module) and field in owner._modules:
+                owner._modules[field] = new  # skips nn.Module.__setattr__'s bookkeeping
+            else:
+                setattr(owner, field, new)
             cloned.add(target)
     for name in maps.keys() | edits.keys():
         module = out.get_submodule(name)
@@ -275,11 +284,30 @@ def _rewrite(analysis: Analysis, masks: dict[int, Tensor], options: Options, own
     return out
 
 
+def _positions(keep: Tensor, cache: dict[int, Tensor]) -> Tensor:
+    found = cache.get(id(keep))
+    if found is None:
+        found = cache[id(keep)] = keep.nonzero().squeeze(1)
+    return found
+
+
+def _has_ancestor(target: str, done: set[str]) -> bool:
+    prefix = target
+    while "." in prefix:
+        prefix = prefix.rpartition(".")[0]
+        if prefix in done:
+            return True
+    return False
+
+
 def _lookup(root: nn.Module, target: str) -> Any:
     obj: Any = root
     for part in target.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+_PLAIN_CONTAINERS = (dict, OrderedDict, list, set)
 
 
 def _clone(obj: Any, memo: dict[int, Any]) -> Any:
@@ -302,6 +330,8 @@ def _clone(obj: Any, memo: dict[int, Any]) -> Any:
             fields[key] = type(value)((k, None if v is None else _clone(v, memo)) for k, v in value.items())
         elif key == "_modules":
             fields[key] = type(value)((k, None if v is None else _clone(v, memo)) for k, v in value.items())
+        elif type(value) in _PLAIN_CONTAINERS:
+            fields[key] = value.copy()
         elif isinstance(value, (dict, list, set)):
             fields[key] = copy.copy(value)
     new.__dict__ = fields
@@ -326,6 +356,7 @@ def _fold(
     kept_masks: dict[int, Tensor] = {}
     edits: dict[str, dict[str, Tensor]] = {}
     deltas: dict[str, Tensor] = {}
+    zeroed: dict[str, Tensor] = {}  # producer kept at full size -> its keep-mask (removed rows zeroed)
     for index, mask in masks.items():
         group = analysis.groups[index]
         producer = modules[group.producers[0]]
@@ -352,9 +383,12 @@ def _fold(
             weight = modules[pname].weight.detach().clone()
             weight[~mask.to(weight.device)] = 0
             edits.setdefault(pname, {})["weight"] = weight
+            zeroed[pname] = mask
     for name, delta in deltas.items():
         module = modules[name]
         bias = module.bias
+        if name in zeroed:  # a zeroed row reads nothing, so nothing folds into its bias (as in the reference)
+            delta = torch.where(zeroed[name].to(delta.device), delta, torch.zeros_like(delta))
         if bias is None and not bool(delta.ne(0).any()):
             continue  # nothing to fold: do not add a bias the reference would not add
         base = bias.detach() if bias is not None else torch.zeros_like(delta)
@@ -424,8 +458,15 @@ def _evaluate(node: Node, value: Tensor, modules: Mapping[str, Any]) -> Tensor:
         return module(value)  # type: ignore[no-any-return]
     if node.target in (torch.nn.functional.dropout,):
         return value
-    args = [value if isinstance(a, Node) else a for a in node.args]
-    kwargs = {k: (value if isinstance(v, Node) else v) for k, v in node.kwargs.items()}
+    def operand(a: Any) -> Any:  # the constant for the tracked input; a model tensor for a get_attr
+        if not isinstance(a, Node):
+            return a
+        if a.op == "get_attr":
+            return functools.reduce(getattr, str(a.target).split("."), modules[""])
+        return value
+
+    args = [operand(a) for a in node.args]
+    kwargs = {k: operand(v) for k, v in node.kwargs.items()}
     if node.op == "call_method":
         if node.target in ("contiguous", "clone", "detach", "to", "float", "double", "half", "type_as"):
             return value

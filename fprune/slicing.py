@@ -38,6 +38,7 @@ class SliceSpec:
     index: Callable[[Any, Tensor | None, Tensor | None], IndexMap]  # (module, in_keep, out_keep) -> index map
     attrs: Callable[[Any], dict[str, Any]]  # attributes to set on the sliced copy, read from its tensors
     mask_source: tuple[str, int] | None = None  # (tensor, dim) whose keep along dim is the output mask
+    width_attrs: Callable[[Any, int], dict[str, Any]] | None = None  # attrs set from the kept input width
 
 
 def _entries(module: Any, plan: dict[str, dict[int, Tensor | None]]) -> IndexMap:
@@ -123,7 +124,7 @@ def _depthwise_attrs(m: Any) -> dict[str, Any]:
 _DEPTHWISE = SliceSpec(_depthwise_index, _depthwise_attrs)
 _LINEAR = SliceSpec(_linear_index, _linear_attrs, ("weight", 0))
 _CONV = SliceSpec(_linear_index, _conv_attrs, ("weight", 0))
-_NORM = SliceSpec(_channelwise_index, _norm_attrs)
+_NORM = SliceSpec(_channelwise_index, _norm_attrs, width_attrs=lambda m, n: {"num_features": n})
 
 SPECS: Mapping[type, SliceSpec] = MappingProxyType({
     nn.Linear: _LINEAR,
@@ -136,7 +137,7 @@ SPECS: Mapping[type, SliceSpec] = MappingProxyType({
     nn.InstanceNorm1d: _NORM,
     nn.InstanceNorm2d: _NORM,
     nn.InstanceNorm3d: _NORM,
-    nn.LayerNorm: SliceSpec(_channelwise_index, _layer_norm_attrs),
+    nn.LayerNorm: SliceSpec(_channelwise_index, _layer_norm_attrs, width_attrs=lambda m, n: {"normalized_shape": (n,)}),
     nn.PReLU: SliceSpec(_prelu_index, lambda m: {"num_parameters": m.weight.shape[0]}),
     nn.LSTM: SliceSpec(_lstm_index, _lstm_attrs, ("weight_hh_l0", 1)),
 })
@@ -156,6 +157,8 @@ def spec_for(module: Any) -> SliceSpec:
 def slice_tensor(tensor: Tensor, dims: Mapping[int, Tensor]) -> Tensor:
     """A new tensor holding the kept indices of `tensor` along each dim (never a view).
 
+    Each dim maps to a bool keep-mask or to the kept positions (int64).
+
     Example:
         >>> import torch
         >>> t = torch.arange(6.).reshape(2, 3)
@@ -167,5 +170,6 @@ def slice_tensor(tensor: Tensor, dims: Mapping[int, Tensor]) -> Tensor:
         return tensor.detach().clone()
     out = tensor.detach()
     for dim, keep in sorted(dims.items()):
-        out = out.index_select(dim, keep.nonzero().squeeze(1).to(out.device))
+        index = keep.nonzero().squeeze(1) if keep.dtype == torch.bool else keep
+        out = out.index_select(dim, index.to(out.device))
     return out
