@@ -17,6 +17,7 @@ from fprune.groups import ChannelGroup, Options, analyze
 from fprune.masks import global_topk_mask, threshold_mask, topk_mask
 from fprune.plan import Plan, Scored, load_plan, score_model
 from fprune.rewrite import apply_patterns
+from fprune.summary import Summary, summary
 from fprune.scores import (
     score_bn_scale,
     score_fpgm,
@@ -56,6 +57,8 @@ __all__ = [
     "ChannelGroup",
     "analyze",
     "trace",
+    "summary",
+    "Summary",
 ]
 
 __version__ = "0.1.0"

@@ -30,6 +30,7 @@ __all__ = [
     "TraceError",
     "PlanFormatError",
     "PlanMismatchError",
+    "MissingDependencyError",
     "FpruneWarning",
 ]
 
@@ -72,6 +73,10 @@ class PlanFormatError(FpruneError, ValueError):
 
 class PlanMismatchError(FpruneError, ValueError):
     """A plan was computed for a different architecture than the model it is applied to."""
+
+
+class MissingDependencyError(FpruneError, ImportError):
+    """An optional dependency (the demo's scikit-learn, matplotlib, tqdm) is not installed."""
 
 
 class FpruneWarning(UserWarning):

@@ -72,8 +72,8 @@ def group_masks(analysis: Analysis, masks: Mapping[str, Tensor], options: Option
             what = "is not a module of the model" if name not in modules else (
                 "is not a producing module (Linear, Conv, LSTM) reached by the graph")
             raise InvalidMaskError(
-                f"mask key {name!r} {what}; masks are keyed by the fully-qualified name of the module "
-                f"that produces the channels; the producers are: {_some(producers)}"
+                f"mask key {name!r} {what}; key masks by the fully-qualified name of the module "
+                f"that produces the channels (as in model.named_modules()), one of: {_some(producers)}"
             )
         group_index = analysis.by_producer[name]
         group = analysis.groups[group_index]
@@ -86,7 +86,8 @@ def group_masks(analysis: Analysis, masks: Mapping[str, Tensor], options: Option
         if mask.dim() != 1 or mask.numel() != group.size:
             raise InvalidMaskError(
                 f"mask for {name!r} must be 1-D with {group.size} entries (one per output channel), "
-                f"got shape {tuple(mask.shape)}"
+                f"got shape {tuple(mask.shape)}; build it from the module's scores, e.g. "
+                f"topk_mask(0.5)(score_l1(module.weight))"
             )
         if not bool(mask.any()):
             raise InvalidMaskError(

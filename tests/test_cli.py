@@ -1,0 +1,217 @@
+"""The fprune command line: prune, apply, demo (a tiny configuration), and its error handling."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch.fx import GraphModule
+
+from fprune import apply_patterns, load_plan
+from fprune.cli import load_factory, main
+from fprune.errors import FpruneError, InvalidArgumentError
+
+MODELS = '''
+import torch
+from torch import nn
+
+def build():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4),
+    )
+
+def other():
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
+
+def not_a_model():
+    return 42
+
+instance = build()
+'''
+MOD = "fprune_cli_test_models"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A current directory holding an importable module of model factories."""
+    (tmp_path / f"{MOD}.py").write_text(MODELS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, MOD, raising=False)
+    yield tmp_path
+    sys.modules.pop(MOD, None)
+
+
+def _build() -> torch.nn.Module:
+    return load_factory(f"{MOD}:build")
+
+
+def test_prune_writes_plan_and_prints_summary(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """prune writes a plan that load_plan reads back and prints the per-layer table with MACs."""
+    rc = main(["prune", f"{MOD}:build", "--sparsity", "0.5", "--scorer", "l2", "--plan", "plan.json",
+               "--input-shape", "1,3,8,8"])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    plan = load_plan((workdir / "plan.json").read_text(), _build())
+    assert {k: int(m.sum()) for k, m in plan.masks.items()} == {"0": 4, "3": 8}
+    assert "total" in out and "Conv2d" in out and "8→4" in out and "MACs" in out
+    assert f"{3 * 8 * 64 * 9:,}" in out  # first conv's MACs before pruning
+    assert err.count("fprune: warning: left unpruned: '7'") == 1
+    assert "wrote the plan to plan.json" in err
+
+
+def test_apply_saves_the_pruned_graphmodule(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """apply loads a saved plan into a fresh model and saves the same pruned GraphModule as prune --save."""
+    assert main(["prune", f"{MOD}:build", "--sparsity", "0.25", "--scorer", "fpgm", "--plan", "p.json",
+                 "--save", "a.pt"]) == 0
+    assert main(["apply", f"{MOD}:build", "p.json", "--out", "b.pt", "--input-shape", "2,3,8,8"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("total") == 2
+    a = torch.load(workdir / "a.pt", weights_only=False)
+    b = torch.load(workdir / "b.pt", weights_only=False)
+    expected = apply_patterns(load_plan((workdir / "p.json").read_text(), _build())).eval()
+    assert isinstance(a, GraphModule) and isinstance(b, GraphModule)
+    x = torch.randn(2, 3, 8, 8)
+    for model in (a.eval(), b.eval()):
+        assert model.get_submodule("0").out_channels == 6
+        torch.testing.assert_close(model(x), expected(x), rtol=0, atol=0)
+
+
+def test_apply_plan_of_other_architecture(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A plan for another architecture exits 1 with one error line and writes nothing."""
+    assert main(["prune", f"{MOD}:build", "--sparsity", "0.5", "--plan", "p.json"]) == 0
+    capsys.readouterr()
+    assert main(["apply", f"{MOD}:other", "p.json", "--out", "o.pt"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fprune: error: ") and "architecture it was computed for" in err
+    assert not (workdir / "o.pt").exists()
+
+
+@pytest.mark.parametrize("text", ["hello", '{"format": "nope"}'])
+def test_apply_text_that_is_not_a_plan(workdir: Path, capsys: pytest.CaptureFixture[str], text: str) -> None:
+    """A file that is not a plan JSON exits 1 and says what a plan looks like."""
+    (workdir / "bad.json").write_text(text)
+    assert main(["apply", f"{MOD}:build", "bad.json", "--out", "o.pt"]) == 1
+    err = capsys.readouterr().err
+    assert "not a plan" in err and "fprune.plan/1" in err
+    assert not (workdir / "o.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ("no_colon_here", "package.module:factory"),
+        ("fprune_no_such_module_xyz:build", "cannot import module"),
+        (f"{MOD}:missing", "has no attribute 'missing'"),
+        (f"{MOD}:not_a_model", "must build an nn.Module"),
+    ],
+)
+def test_bad_model_spec(workdir: Path, capsys: pytest.CaptureFixture[str], spec: str, words: str) -> None:
+    """A model spec that does not build an nn.Module exits 1 with an explanation."""
+    assert main(["prune", spec, "--sparsity", "0.5", "--plan", "p.json"]) == 1
+    assert words in capsys.readouterr().err
+    assert not (workdir / "p.json").exists()
+
+
+def test_load_factory_accepts_instances(workdir: Path) -> None:
+    """An nn.Module attribute is used as is; a factory is called."""
+    assert isinstance(load_factory(f"{MOD}:instance"), torch.nn.Sequential)
+    with pytest.raises(InvalidArgumentError) as info:
+        load_factory("nocolon")
+    assert isinstance(info.value, FpruneError) and isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["prune", "m:f", "--sparsity", "1.0", "--plan", "p.json"], "[0, 1)"),
+        (["prune", "m:f", "--sparsity", "0.5", "--scorer", "taylor", "--plan", "p.json"], "invalid choice"),
+        (["prune", "m:f", "--sparsity", "0.5", "--plan", "p.json", "--input-shape", "1,-3"], "positive ints"),
+        (["demo", "--out", "d", "--sparsities", "0.5,1.2"], "[0, 1)"),
+        ([], "usage: fprune"),
+    ],
+)
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], words: str) -> None:
+    """Malformed arguments exit 2 with argparse's usage message."""
+    assert main(argv) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_python_m_fprune() -> None:
+    """python -m fprune runs the same command line."""
+    done = subprocess.run([sys.executable, "-m", "fprune", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "fprune 0.1.0"
+
+
+# --------------------------------------------------------------------------------------
+# The demo, in a tiny configuration (the full one runs in benchmarks/RESULTS.md)
+
+
+def test_demo_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """fprune demo writes report.md and the PNG, prints the table and reports the output-layer warning once."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("tqdm")
+    rc = main(["demo", "--out", str(tmp_path / "out"), "--epochs", "1", "--finetune-epochs", "1",
+               "--methods", "L1,Taylor", "--sparsities", "0.5", "--no-progress"])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("| method | sparsity | params | MACs | latency speedup | accuracy before fine-tune")
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["unpruned", "L1", "Taylor"]
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "\n".join(lines) in report and "accuracy_vs_macs.png" in report
+    assert (tmp_path / "out" / "accuracy_vs_macs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert err.count("left unpruned: 'head'") == 1
+
+
+def test_demo_is_deterministic(tmp_path: Path) -> None:
+    """Two runs with the same seed give the same accuracies, params and MACs, and restore torch's state."""
+    pytest.importorskip("sklearn")
+    from fprune.demo import DemoConfig, SweepRow, run_demo
+
+    config = DemoConfig(epochs=1, finetune_epochs=1, methods=("random",), sparsities=(0.3,), width=8,
+                        latency_batch=8, latency_repeats=1, progress=False)
+    threads, rng = torch.get_num_threads(), torch.get_rng_state()
+    first = run_demo(tmp_path / "a", config)
+    second = run_demo(tmp_path / "b", config)
+    assert torch.get_num_threads() == threads and torch.equal(torch.get_rng_state(), rng)
+    assert not torch.are_deterministic_algorithms_enabled()
+
+    def stable(row: SweepRow) -> dict[str, object]:
+        return {k: v for k, v in dataclasses.asdict(row).items() if k not in ("latency_ms", "speedup")}
+
+    assert [stable(r) for r in (first.baseline, *first.rows)] == [stable(r) for r in (second.baseline, *second.rows)]
+    assert first.rows[0].params < first.baseline.params and first.rows[0].macs < first.baseline.macs
+
+
+def test_demo_missing_dependency(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Without the demo extra, the demo says to pip install 'fprune[demo]'."""
+    from fprune.demo import run_demo
+    from fprune.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # makes `import tqdm` raise ImportError
+    with pytest.raises(MissingDependencyError) as info:
+        run_demo(tmp_path)
+    assert isinstance(info.value, ImportError) and isinstance(info.value, FpruneError)
+    assert main(["demo", "--out", str(tmp_path)]) == 1
+    assert "pip install 'fprune[demo]'" in capsys.readouterr().err
+
+
+def test_demo_config_is_checked() -> None:
+    """Unknown methods and out-of-range sparsities are refused when the config is built."""
+    from fprune.demo import DemoConfig
+
+    with pytest.raises(InvalidArgumentError, match="methods among"):
+        DemoConfig(methods=("L3",))
+    with pytest.raises(InvalidArgumentError, match=r"\[0, 1\)"):
+        DemoConfig(sparsities=(1.0,))
+    with pytest.raises(InvalidArgumentError, match="epochs"):
+        DemoConfig(epochs=0)
