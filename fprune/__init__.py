@@ -17,7 +17,6 @@ from fprune.groups import ChannelGroup, Options, analyze
 from fprune.masks import global_topk_mask, threshold_mask, topk_mask
 from fprune.plan import Plan, Scored, load_plan, score_model
 from fprune.rewrite import apply_patterns
-from fprune.summary import Summary, summary
 from fprune.scores import (
     score_bn_scale,
     score_fpgm,
@@ -28,6 +27,7 @@ from fprune.scores import (
     score_taylor,
     score_tensor,
 )
+from fprune.summary import Summary, summary
 from fprune.trace import trace
 from fprune.types import Mask, MaskFn, Scorer, Scores
 
