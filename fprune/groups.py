@@ -37,12 +37,13 @@ from typing import Any, Literal, Union
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from torch.fx import GraphModule, Node
 from torch.nn.utils import parametrize
 from typing_extensions import TypeAlias
 
 __all__ = [
+    "Edit",
     "Seg",
     "Layout",
     "LSTMOut",
@@ -95,7 +96,14 @@ class LSTMOut:
     state: bool = False  # True: the (h_n, c_n) pair, each with the hidden units on dim -1 as in `layout`
 
 
-Value: TypeAlias = Union[Layout, LSTMOut, None]
+@dataclass(frozen=True)
+class Unbound:
+    """The tuple returned by ``unbind``: every item carries `layout`."""
+
+    layout: Layout
+
+
+Value: TypeAlias = Union[Layout, LSTMOut, Unbound, None]
 
 
 @dataclass(frozen=True)
@@ -162,6 +170,16 @@ class ChannelGroup:
 
 
 @dataclass(frozen=True)
+class Edit:
+    """A constant in the graph that depends on how many channels a group keeps (a head count)."""
+
+    node: str  # the node whose argument changes
+    path: tuple[int, ...]  # position in node.args (then inside a tuple/list argument)
+    kind: Literal["count", "minus_one"]  # the kept count of the group, or -1 (inferred)
+    space: int  # raw space of the group
+
+
+@dataclass(frozen=True)
 class Analysis:
     """The channel groups of one GraphModule and the role of every module in them."""
 
@@ -170,6 +188,17 @@ class Analysis:
     roles: Mapping[str, Role]  # module fqn -> role
     space_group: tuple[int, ...]  # raw space id -> index into `groups`
     by_producer: Mapping[str, int] = field(default_factory=dict)  # producer fqn -> group index
+    space_stages: tuple[tuple[tuple[int, int], ...], ...] = ()  # raw space -> (inner, outer) tilings
+    edits: tuple[Edit, ...] = ()  # graph constants to rewrite when their group is pruned
+
+    def space_mask(self, space: int, masks: Mapping[int, Tensor]) -> Tensor | None:
+        """The keep-mask over a raw space's own channels, or None when its group is not pruned."""
+        mask = masks.get(self.space_group[space])
+        if mask is None:
+            return None
+        for inner, outer in reversed(self.space_stages[space] if self.space_stages else ()):
+            mask = mask.repeat_interleave(inner).repeat(outer)
+        return mask
 
     def group(self, producer: str) -> ChannelGroup:
         """The group produced by the module named `producer`."""
@@ -213,6 +242,8 @@ class _State:
         self.producer_space: dict[str, int] = {}
         self.values: dict[Node, Value] = {}
         self.roles: dict[str, Role] = {}
+        self.tiles: dict[int, tuple[int, int, int]] = {}  # root -> (unit space, inner, outer)
+        self.edits: list[Edit] = []
 
     # union-find -----------------------------------------------------------------------
     def new_space(self, size: int, producer: str) -> int:
@@ -230,8 +261,23 @@ class _State:
             self.parent[s], s = root, self.parent[s]
         return root
 
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
+    def union(self, a: int, b: int) -> bool:
+        """Merges two spaces; False when their head structures cannot be reconciled."""
+        (fa, sa), (fb, sb) = self.resolve(a), self.resolve(b)
+        if sa != sb:
+            if sb and not sa and self.find(a) == fa:  # `a` is a plain space: give it b's structure
+                a, b, fa, fb, sa, sb = b, a, fb, fa, sb, sa
+            if sa and not sb and self.find(b) == fb:
+                self.tiles[fb] = self.tiles[self.find(a)]
+                self.space_producers[fa].extend(self.space_producers[fb])
+                self.blocks[fa].extend(self.blocks[fb])
+                self.space_producers[fb], self.blocks[fb] = [], []
+                return True
+            return False
+        self._merge(fa, fb)
+        return True
+
+    def _merge(self, ra: int, rb: int) -> None:
         if ra == rb:
             return
         if rb < ra:
@@ -239,6 +285,33 @@ class _State:
         self.parent[rb] = ra
         self.blocks[ra].extend(self.blocks[rb])
         self.space_producers[ra].extend(self.space_producers[rb])
+        self.blocks[rb], self.space_producers[rb] = [], []
+
+    def resolve(self, space: int) -> tuple[int, tuple[tuple[int, int], ...]]:
+        """The final (unrefined) root a space maps to, and the (inner, outer) tilings on the way."""
+        root, stages = self.find(space), []
+        while root in self.tiles:
+            unit, inner, outer = self.tiles[root]
+            stages.append((inner, outer))
+            root = self.find(unit)
+        return root, tuple(stages)
+
+    def refine(self, space: int, unit_size: int, inner: int, outer: int) -> int | None:
+        """Re-expresses a space of outer*unit*inner channels as tiles of a coarser unit space.
+
+        Channel ``o*unit*inner + u*inner + j`` of the space becomes unit ``u``: removing a unit
+        removes its rows in every outer block (e.g. q, k and v of one attention head).
+        """
+        root = self.find(space)
+        if root in self.tiles:
+            unit, i, o = self.tiles[root]
+            return unit if (i, o, self.size[self.find(unit)]) == (inner, outer, unit_size) else None
+        unit = self.new_space(unit_size, "")
+        self.space_producers[unit] = self.space_producers[root]
+        self.blocks[unit] = self.blocks[root]
+        self.space_producers[root], self.blocks[root] = [], []
+        self.tiles[root] = (unit, inner, outer)
+        return unit
 
     # blocking -------------------------------------------------------------------------
     def block(self, value: Value, kind: BlockKind, node: Node, why: str) -> None:
@@ -247,7 +320,7 @@ class _State:
     def block_spaces(self, spaces: list[int], kind: BlockKind, node: Node, why: str) -> None:
         message = f"{describe(node)}: {why}"
         for space in spaces:
-            root = self.find(space)
+            root = self.resolve(space)[0]
             if not any(b.message == message for b in self.blocks[root]):
                 self.blocks[root].append(Block(kind, node.name, message))
 
@@ -285,7 +358,7 @@ class _State:
 def _segs(value: Value) -> tuple[Seg, ...]:
     if isinstance(value, Layout):
         return value.segs
-    if isinstance(value, LSTMOut):
+    if isinstance(value, (LSTMOut, Unbound)):
         return value.layout.segs
     return ()
 
@@ -366,7 +439,9 @@ def _binary(state: _State, node: Node) -> Value:
             return None
     for other in tracked[1:]:
         for a, b in zip(first.segs, other.segs):
-            state.union(a.space, b.space)
+            if not state.union(a.space, b.space):
+                state.unknown(node, "combines channels split into heads differently")
+                return None
     if len(tracked) > 1:
         # the constant a removed channel emits is now a sum of several producers' constants
         state.block(first, "fold", node, "couples several producers; their biases are not folded")
@@ -501,9 +576,31 @@ def _getitem(state: _State, node: Node) -> Value:
         state.block(value, "unknown", node, f"indexes the result of LSTM '{value.module}' with {index!r}; "
                     "expected 0 (output) or 1 (the state (h_n, c_n))")
         return None
+    if isinstance(value, Unbound):
+        return value.layout
+    if isinstance(value, Layout):
+        return _index_tensor(state, node, value, index)
     if value is not None:
         state.unknown(node, "indexes into pruned channels")
     return None
+
+
+def _index_tensor(state: _State, node: Node, layout: Layout, index: Any) -> Value:
+    """x[i], x[:, i]: ints and full slices over dims other than the channel dim."""
+    items = index if isinstance(index, tuple) else (index,)
+    full = slice(None, None, None)
+    rank = layout.rank
+    if rank is None or not all(type(i) is int or i == full for i in items) or len(items) > rank:
+        state.unknown(node, "indexes into a tensor whose channel position is not known")
+        return None
+    p = rank + layout.dim
+    if p < len(items) and items[p] != full:
+        state.unknown(node, "indexes into the pruned channels")
+        return None
+    removed = [d for d, i in enumerate(items) if type(i) is int]
+    new_rank = rank - len(removed)
+    new_p = p - sum(1 for d in removed if d < p)
+    return replace(layout, dim=new_p - new_rank, rank=new_rank)
 
 
 def _channelwise(spatial_dims: int | None) -> Rule:
@@ -653,20 +750,178 @@ def _cat(state: _State, node: Node) -> Value:
 
 
 def _reshape(state: _State, node: Node) -> Value:
-    """view/reshape to (batch, -1): the same as flatten(1)."""
+    """view/reshape: split the channels into (..., heads, head_dim), merge them back, or flatten.
+
+    Dims before the channel dim are taken to be unchanged (the ``x.view(B, N, ...)`` idiom).  A
+    split into several trailing dims makes the second-to-last of them the pruning unit (attention
+    heads): the channel space is refined so that one unit removes its rows in every outer block.
+    """
     source = node.args[0] if node.args else None
     layout = state.values.get(source) if isinstance(source, Node) else None
     if not isinstance(layout, Layout):
         if layout is not None:
             state.unknown(node)
         return None
-    shape = node.args[1:] if node.op == "call_method" else _arg(node, 1, "shape", ())
+    shape: list[Any]
+    paths: list[tuple[int, ...]]
+    if node.op == "call_method":
+        shape, paths = list(node.args[1:]), [(i + 1,) for i in range(len(node.args) - 1)]
+    else:
+        given = _arg(node, 1, "shape", ())
+        shape, paths = list(given), [(1, i) for i in range(len(given))]
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
-    if len(shape) == 2 and -1 in shape and layout.rank is not None and layout.rank + layout.dim == 1:
-        return _flatten_range(state, node, layout, 1, -1)
-    state.unknown(node, "reshapes the pruned channels; only view/reshape(batch, -1) is understood")
+        paths = [(paths[0][0], i) for i in range(len(shape[0]))]
+        shape = list(shape[0])
+    rank = layout.rank
+    p = None if rank is None else rank + layout.dim
+    # merge: the channel dim and every dim after it become the last dim
+    if rank is not None and p is not None and len(shape) == p + 1:
+        factor = None if (layout.factor is None or layout.spatial is None) else layout.factor * layout.spatial
+        if shape[p] != -1 and not isinstance(shape[p], int) and -1 not in shape:
+            for seg in layout.segs:
+                state.edits.append(Edit(node.name, paths[p], "minus_one", seg.space))
+        elif isinstance(shape[p], int) and shape[p] != -1 and p < rank - 1:
+            state.unknown(node, "merges the pruned channels into a dim of fixed size")
+            return None
+        return Layout(-1, layout.segs, rank=p + 1, factor=factor, spatial=1)
+    # split: the last (channel) dim becomes trailing int dims
+    trailing = 0
+    product = 1
+    while trailing < len(shape) and type(shape[-1 - trailing]) is int and shape[-1 - trailing] > 0:
+        product *= shape[-1 - trailing]
+        trailing += 1
+        if product >= (layout.width or 0):
+            break
+    single = len(layout.segs) == 1 and layout.segs[0].inner == 1 and layout.factor == 1
+    if layout.dim == -1 and single and trailing >= 1 and product == layout.width:
+        while trailing > 1 and shape[-trailing] == 1:
+            trailing -= 1  # leading size-1 dims of the split are outer dims of size 1
+        if trailing == 1:
+            return Layout(-1, layout.segs, rank=len(shape), spatial=1)
+        unit, inner = shape[-2], shape[-1]
+        outer = layout.width // (unit * inner) if layout.width else 1
+        space = state.refine(layout.segs[0].space, unit, inner, outer)
+        if space is None:
+            state.unknown(node, "splits channels already split differently")
+            return None
+        state.edits.append(Edit(node.name, paths[-2], "count", space))
+        state.block_spaces([space], "fold", node, "attention heads: their biases are not folded")
+        return Layout(-2, (Seg(space, unit),), rank=len(shape), spatial=inner)
+    # unsqueeze-like: (..., C) -> (..., C, 1, 1) with the leading dims unchanged
+    ones = 0
+    while ones < len(shape) and shape[-1 - ones] == 1:
+        ones += 1
+    if p is not None and layout.dim == -1 and ones and len(shape) - ones == p + 1 and shape[p] != 1:
+        if type(shape[p]) is int and shape[p] not in (-1, layout.width):
+            state.unknown(node)
+            return None
+        return replace(layout, dim=-1 - ones, rank=len(shape), spatial=1)
+    state.unknown(node, "reshapes the pruned channels in a way fprune does not understand; "
+                  "supported: (batch, -1), (..., heads, head_dim) splits and their merges")
     return None
+
+
+def _permute(state: _State, node: Node) -> Value:
+    layout, _ = _first_tracked(state, node)
+    if layout is None:
+        state.unknown(node)
+        return None
+    dims: list[Any] = list(node.args[1:]) if node.op == "call_method" else list(_arg(node, 1, "dims", ()))
+    if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+        dims = list(dims[0])
+    rank = len(dims)
+    if not all(type(d) is int for d in dims) or layout.rank not in (None, rank) or -layout.dim > rank:
+        state.unknown(node, "permutes a tensor whose channel position is not known")
+        return None
+    new_p = [d % rank for d in dims].index(rank + layout.dim)
+    return replace(layout, dim=new_p - rank, rank=rank, spatial=None if new_p != rank + layout.dim else layout.spatial)
+
+
+def _transpose(state: _State, node: Node) -> Value:
+    layout, _ = _first_tracked(state, node)
+    a, b = _arg(node, 1, "dim0", None), _arg(node, 2, "dim1", None)
+    if layout is None or type(a) is not int or type(b) is not int:
+        state.unknown(node)
+        return None
+    rank = layout.rank
+    if rank is not None:
+        a, b = a % rank - rank, b % rank - rank
+    elif a >= 0 or b >= 0:
+        state.unknown(node, "transposes a tensor of unknown rank")
+        return None
+    if layout.dim not in (a, b):
+        return layout if (a < layout.dim) == (b < layout.dim) else replace(layout, spatial=None)
+    return replace(layout, dim=b if layout.dim == a else a, spatial=None)
+
+
+def _unbind(state: _State, node: Node) -> Value:
+    layout, _ = _first_tracked(state, node)
+    dim = _arg(node, 1, "dim", 0)
+    if layout is None or layout.rank is None or type(dim) is not int:
+        state.unknown(node, "unbinds a tensor whose channel position is not known")
+        return None
+    rank, removed = layout.rank, dim % layout.rank
+    p = rank + layout.dim
+    if removed == p:
+        state.unknown(node, "unbinds the pruned channels")
+        return None
+    new_rank = rank - 1
+    return Unbound(replace(layout, dim=(p - (removed < p)) - new_rank, rank=new_rank))
+
+
+def _matmul(state: _State, node: Node) -> Value:
+    """Batched matmul: channels on a batch dim (heads) couple the operands and pass through."""
+    operands = [state.values.get(a) if isinstance(a, Node) else None for a in node.args[:2]]
+    a, b = operands
+    if isinstance(a, Layout) and isinstance(b, Layout) and a.dim == b.dim <= -3 and \
+            [x.size for x in a.segs] == [x.size for x in b.segs]:
+        for x, y in zip(a.segs, b.segs):
+            if not state.union(x.space, y.space):
+                state.unknown(node, "multiplies heads split differently")
+                return None
+        rank = max(a.rank or 0, b.rank or 0) or None
+        return Layout(a.dim, a.segs, rank=rank, spatial=None)
+    state.unknown(node, "multiplies pruned channels as a matrix (only batched heads are understood)")
+    return None
+
+
+def _softmax(state: _State, node: Node) -> Value:
+    layout, others = _first_tracked(state, node)
+    dim = _arg(node, 1, "dim", None)
+    if layout is None or others or type(dim) is not int:
+        state.unknown(node)
+        return None
+    if dim >= 0:
+        if layout.rank is None:
+            state.unknown(node, "normalises a dim of a tensor of unknown rank")
+            return None
+        dim -= layout.rank
+    if dim == layout.dim:
+        state.unknown(node, "normalises over the pruned channels")
+        return None
+    state.block(layout, "fold", node, "a softmax lies between producer and consumer")
+    return layout
+
+
+def _attention(state: _State, node: Node) -> Value:
+    """scaled_dot_product_attention(q, k, v): heads on a batch dim couple q, k and v."""
+    values = [state.values.get(a) if isinstance(a, Node) else None for a in node.args[:3]]
+    extra = [a for a in list(node.args[3:]) + list(node.kwargs.values()) if isinstance(a, Node)]
+    if extra or not all(isinstance(v, Layout) for v in values):
+        state.unknown(node, "attention with a mask tensor or untracked q/k/v")
+        return None
+    q, k, v = values
+    assert isinstance(q, Layout) and isinstance(k, Layout) and isinstance(v, Layout)
+    if not (q.dim == k.dim == v.dim <= -3) or not ([s.size for s in q.segs] == [s.size for s in k.segs]
+                                                   == [s.size for s in v.segs]):
+        state.unknown(node, "attention whose q, k, v heads are not on the same batch dim")
+        return None
+    for other in (k, v):
+        for x, y in zip(q.segs, other.segs):
+            if not state.union(x.space, y.space):
+                state.unknown(node, "attention over heads split differently")
+                return None
+    return replace(q, spatial=None)
 
 
 def _reduce(state: _State, node: Node) -> Value:
@@ -796,6 +1051,10 @@ def _build_index() -> _Index:
     functions: dict[Any, Rule] = {f: _elementwise for f in _ACTIVATION_FUNCTIONS}
     functions.update({f: _binary for f in _BINARY})
     functions[F.prelu] = _functional_prelu
+    functions.update({torch.permute: _permute, torch.transpose: _transpose, torch.unbind: _unbind,
+                      operator.matmul: _matmul, torch.matmul: _matmul, torch.bmm: _matmul,
+                      F.softmax: _softmax, torch.softmax: _softmax, F.log_softmax: _softmax,
+                      F.scaled_dot_product_attention: _attention})
     functions.update({getattr: _getattr, torch.flatten: _flatten, operator.getitem: _getitem, torch.cat: _cat, torch.concat: _cat,
                       torch.reshape: _reshape, torch.mean: _reduce, torch.sum: _reduce, torch.amax: _reduce})
     pools: dict[int, tuple[Any, ...]] = {
@@ -807,6 +1066,8 @@ def _build_index() -> _Index:
         functions.update({mx: _pool(k, False), avg: _pool(k, False), amx: _pool(k, True), aavg: _pool(k, True)})
     methods: dict[str, Rule] = {m: _elementwise for m in _ACTIVATION_METHODS}
     methods.update({m: _binary for m in _BINARY_METHODS})
+    methods.update({"permute": _permute, "transpose": _transpose, "unbind": _unbind, "matmul": _matmul,
+                    "softmax": _softmax, "log_softmax": _softmax})
     methods.update({"size": _shape_query, "dim": _shape_query, "flatten": _flatten, "view": _reshape, "reshape": _reshape, "mean": _reduce,
                     "sum": _reduce, "amax": _reduce})
     return _Index(MappingProxyType(modules), MappingProxyType(functions), MappingProxyType(methods))
@@ -897,15 +1158,15 @@ def _finish(state: _State) -> Analysis:
     roots: dict[int, int] = {}
     order: list[int] = []
     for space in range(len(state.parent)):
-        root = state.find(space)
+        root = state.resolve(space)[0]
         if root not in roots:
             roots[root] = len(order)
             order.append(root)
     members: list[list[str]] = [[] for _ in order]
     for name, role in state.roles.items():
-        spaces = {state.find(s.space) for s in (role.in_layout.segs if role.in_layout else ())}
+        spaces = {state.resolve(s.space)[0] for s in (role.in_layout.segs if role.in_layout else ())}
         if role.out_space is not None:
-            spaces.add(state.find(role.out_space))
+            spaces.add(state.resolve(role.out_space)[0])
         for root in spaces:
             members[roots[root]].append(name)
     groups = tuple(
@@ -919,5 +1180,13 @@ def _finish(state: _State) -> Analysis:
         for i, root in enumerate(order)
     )
     by_producer = {p: i for i, g in enumerate(groups) for p in g.producers}
-    space_group = tuple(roots[state.find(s)] for s in range(len(state.parent)))
-    return Analysis(state.gm, groups, MappingProxyType(dict(state.roles)), space_group, MappingProxyType(by_producer))
+    resolved = [state.resolve(s) for s in range(len(state.parent))]
+    return Analysis(
+        state.gm,
+        groups,
+        MappingProxyType(dict(state.roles)),
+        tuple(roots[root] for root, _ in resolved),
+        MappingProxyType(by_producer),
+        tuple(stages for _, stages in resolved),
+        tuple(state.edits),
+    )

@@ -149,7 +149,7 @@ def score_model(scorer: Scorer, model: nn.Module, options: Options = DEFAULT_OPT
         parts = (
             _norm_scores(scorer, analysis, group, modules)
             if scorer.source == "norm"
-            else [_producer_scores(scorer, name, modules[name]) for name in group.producers]
+            else [_producer_scores(scorer, name, modules[name], _stages(analysis, name)) for name in group.producers]
         )
         if parts:
             total = parts[0]
@@ -161,7 +161,33 @@ def score_model(scorer: Scorer, model: nn.Module, options: Options = DEFAULT_OPT
     return Scored(analysis, MappingProxyType(scores), scorer, options)
 
 
-def _producer_scores(scorer: Scorer, name: str, module: Any) -> Scores:
+def _stages(analysis: Analysis, producer: str) -> tuple[tuple[int, int], ...]:
+    space = analysis.roles[producer].out_space
+    return analysis.space_stages[space] if space is not None and analysis.space_stages else ()
+
+
+def _untile(rows: Tensor, stages: tuple[tuple[int, int], ...]) -> Tensor:
+    """Regroups the rows of a space split into heads: one row per head, holding all its rows."""
+    for inner, outer in stages:
+        k = rows.shape[1]
+        rows = rows.reshape(outer, -1, inner, k).permute(1, 0, 2, 3).reshape(-1, outer * inner * k)
+    return rows
+
+
+def _untile_mask(keep: Tensor, stages: tuple[tuple[int, int], ...]) -> Tensor:
+    for inner, outer in stages:
+        keep = keep.reshape(outer, -1, inner)[0, :, 0]
+    return keep
+
+
+def _producer_scores(scorer: Scorer, name: str, module: Any, stages: tuple[tuple[int, int], ...] = ()) -> Scores:
+    if stages:
+        weight = module.weight
+        with torch.no_grad():
+            rows = _untile(weight.detach().flatten(1), stages)
+            if scorer.needs_grad and weight.grad is not None:
+                rows.grad = _untile(weight.grad.flatten(1), stages)
+        return score_tensor(scorer, rows, name=f"{name}.weight")
     if not isinstance(module, nn.LSTM):
         return score_tensor(scorer, module.weight, name=f"{name}.weight")
     total: Tensor | None = None
@@ -255,9 +281,11 @@ def load_plan(text: str, model: nn.Module, options: Options = DEFAULT_OPTIONS) -
             source_entry: dict[str, Any] | None = next(
                 (e for e in params.get(f"{producer}.{source[0]}", []) if e["dim"] == source[1]), None)
             if source_entry is not None:
-                mask = torch.zeros(group.size, dtype=torch.bool)
+                stages = _stages(analysis, producer)
+                rows = getattr(modules[producer], source[0]).shape[source[1]] if stages else group.size
+                mask = torch.zeros(rows, dtype=torch.bool)
                 mask[source_entry["keep"]] = True
-                masks[producer] = mask
+                masks[producer] = _untile_mask(mask, stages)
                 break
     try:
         by_group = group_masks(analysis, masks, options)

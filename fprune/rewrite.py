@@ -123,7 +123,7 @@ def expand(analysis: Analysis, layout: Layout | None, masks: Mapping[int, Tensor
     factor = layout.factor or 1
     parts = []
     for seg in layout.segs:
-        mask = masks.get(analysis.space_group[seg.space])
+        mask = analysis.space_mask(seg.space, masks)
         if mask is None:
             mask = torch.ones(seg.size, dtype=torch.bool)
         parts.append(mask.repeat_interleave(seg.inner * factor) if seg.inner * factor != 1 else mask)
@@ -136,7 +136,7 @@ def index_maps(analysis: Analysis, masks: Mapping[int, Tensor]) -> dict[str, Ind
     out: dict[str, IndexMap] = {}
     for name, role in analysis.roles.items():
         in_keep = expand(analysis, role.in_layout, masks)
-        out_keep = None if role.out_space is None else masks.get(analysis.space_group[role.out_space])
+        out_keep = None if role.out_space is None else analysis.space_mask(role.out_space, masks)
         if in_keep is None and out_keep is None:
             continue
         module = modules[name]
@@ -247,7 +247,7 @@ def _rewrite(analysis: Analysis, masks: dict[int, Tensor], options: Options, own
                 new = slice_tensor(full[tname] if tname in full else original, dims)
                 if original is None:  # a bias added by folding: sliced like the output rows
                     role = analysis.roles[name]
-                    out_keep = None if role.out_space is None else masks.get(analysis.space_group[role.out_space])
+                    out_keep = None if role.out_space is None else analysis.space_mask(role.out_space, masks)
                     new = new if out_keep is None else slice_tensor(new, {0: out_keep})
                     added.setdefault(name, {})[tname] = nn.Parameter(new)
                 elif isinstance(original, nn.Parameter):
@@ -268,6 +268,17 @@ def _rewrite(analysis: Analysis, masks: dict[int, Tensor], options: Options, own
             else:
                 setattr(owner, field, new)
             cloned.add(target)
+    # A head count follows its group's mask; a merged size read from another tensor's shape
+    # (``x.reshape(B, N, C)``) may change with any pruned group, and -1 is always equivalent.
+    graph_edits = [
+        e for e in analysis.edits if (e.kind == "minus_one" and masks) or analysis.space_group[e.space] in masks
+    ]
+    if graph_edits:
+        nodes = {n.name: n for n in out.graph.nodes}
+        for edit in graph_edits:
+            count = -1 if edit.kind == "minus_one" else int(masks[analysis.space_group[edit.space]].sum())
+            _set_arg(nodes[edit.node], edit.path, count)
+        out.recompile()
     for name in maps.keys() | edits.keys():
         module = out.get_submodule(name)
         for tname, tensor in added.get(name, {}).items():
@@ -283,6 +294,19 @@ def _rewrite(analysis: Analysis, masks: dict[int, Tensor], options: Options, own
             for attr, value in width_attrs(modules[name], int(in_keep.sum())).items():
                 setattr(out.get_submodule(name), attr, value)
     return out
+
+
+def _set_arg(node: Node, path: tuple[int, ...], value: int) -> None:
+    """Replaces one (possibly nested) argument of a node: a head count or an inferred size."""
+    args: list[Any] = list(node.args)
+    if len(path) == 1:
+        args[path[0]] = value
+    else:
+        container: Any = node.args[path[0]]
+        inner = list(container)
+        inner[path[1]] = value
+        args[path[0]] = type(container)(inner)
+    node.args = tuple(args)
 
 
 def _positions(keep: Tensor, cache: dict[int, Tensor]) -> Tensor:

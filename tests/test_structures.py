@@ -1,0 +1,195 @@
+"""Exactness of non-chain structures: attention heads, residual adds, concat, depthwise convs, SE gates."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from model_strategies import zero_slices
+from torch import Tensor, nn
+
+from fprune import analyze, apply_patterns, load_plan, score_l1, topk_mask, trace
+from fprune.errors import UnprunableError
+from fprune.plan import Plan
+
+# --------------------------------------------------------------------------------------
+# Models
+
+
+class Attention(nn.Module):
+    """timm-style multi-head self-attention: fused qkv Linear, reshape into heads, proj."""
+
+    def __init__(self, dim: int, heads: int, variant: str) -> None:
+        super().__init__()
+        self.heads, self.head_dim, self.variant = heads, dim // heads, variant
+        if variant == "separate":
+            self.q, self.k, self.v = (nn.Linear(dim, dim) for _ in range(3))
+        else:
+            self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.scale = self.head_dim**-0.5
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, c = x.shape
+        if self.variant == "separate":
+            q, k, v = (
+                lin(x).view(b, n, self.heads, self.head_dim).transpose(1, 2) for lin in (self.q, self.k, self.v)
+            )
+        else:
+            qkv = self.qkv(x).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.unbind(0) if self.variant != "index" else (qkv[0], qkv[1], qkv[2])
+        if self.variant == "fused":
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+            out = attn @ v
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class AttentionNet(nn.Module):
+    """Linear embedding -> attention -> MLP -> head."""
+
+    def __init__(self, heads: int, head_dim: int, variant: str) -> None:
+        super().__init__()
+        dim = heads * head_dim
+        self.embed = nn.Linear(5, dim)
+        self.attn = Attention(dim, heads, variant)
+        self.fc1, self.fc2 = nn.Linear(dim, 7), nn.Linear(7, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.gelu(self.fc1(self.attn(self.embed(x)))))
+
+
+class ResidualConcat(nn.Module):
+    """Stem, concat of two branches, a 1x1 mix, a depthwise conv with BN, a residual add, an SE gate."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.stem, self.bn0 = nn.Conv2d(2, c, 3, padding=1), nn.BatchNorm2d(c)
+        self.branch = nn.Conv2d(c, c + 1, 3, padding=1)
+        self.mix = nn.Conv2d(2 * c + 1, c, 1)
+        self.dw, self.bn1 = nn.Conv2d(c, c, 3, padding=1, groups=c), nn.BatchNorm2d(c)
+        self.pw = nn.Conv2d(c, c, 1)
+        self.se_reduce, self.se_expand = nn.Conv2d(c, 2, 1), nn.Conv2d(2, c, 1)
+        self.head = nn.Linear(c * 4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = F.relu(self.bn0(self.stem(x)))
+        h = self.mix(torch.cat([a, self.branch(a)], dim=1))
+        h = h + self.pw(F.relu(self.bn1(self.dw(h))))
+        s = torch.sigmoid(self.se_expand(F.relu(self.se_reduce(h.mean((2, 3), keepdim=True)))))
+        h = F.adaptive_avg_pool2d(h * s, 2)
+        return self.head(h.view(h.size(0), -1))
+
+
+def _randomise(model: nn.Module, seed: int) -> nn.Module:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+            if name.endswith("running_var"):
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
+            elif tensor.is_floating_point():
+                tensor.copy_(torch.randn(tensor.shape, generator=generator))
+    return model.double().eval()
+
+
+def _masks(analysis_groups: dict[str, int], seed: int) -> dict[str, Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    masks = {}
+    for name, size in analysis_groups.items():
+        mask = torch.rand(size, generator=generator) < 0.6
+        mask[int(torch.randint(size, (1,), generator=generator))] = True
+        masks[name] = mask
+    return masks
+
+
+def _check_exact(model: nn.Module, masks: dict[str, Tensor], x: Tensor) -> nn.Module:
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pruned = apply_patterns(model, masks)
+    analysis = analyze(trace(model))
+    plan = Plan(analysis, {analysis.group(k).name: v for k, v in masks.items()})
+    expected = zero_slices(model, plan.params())(x)
+    torch.testing.assert_close(pruned(x), expected, rtol=1e-9, atol=1e-9)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    return pruned
+
+
+# --------------------------------------------------------------------------------------
+# Tests
+
+
+@settings(max_examples=20)
+@given(
+    heads=st.integers(1, 4),
+    head_dim=st.integers(1, 3),
+    variant=st.sampled_from(["unbind", "index", "fused", "separate"]),
+    seed=st.integers(0, 2**16),
+)
+def test_attention_heads_exact(heads: int, head_dim: int, variant: str, seed: int) -> None:
+    """Pruning heads (and the embedding and MLP) equals the original with those slices zeroed."""
+    model = _randomise(AttentionNet(heads, head_dim, variant), seed)
+    analysis = analyze(trace(model))
+    prunable = {g.name: g.size for g in analysis.groups if g.prunable()}
+    head_group = "attn.q" if variant == "separate" else "attn.qkv"
+    assert prunable[head_group] == heads
+    masks = _masks(prunable, seed)
+    pruned = _check_exact(model, masks, torch.randn(2, 4, 5, dtype=torch.float64))
+    kept = int(masks[head_group].sum())
+    proj = pruned.get_submodule("attn.proj")
+    assert proj.in_features == kept * head_dim
+
+
+def test_attention_head_count_is_rewritten_in_the_graph() -> None:
+    """The reshape into heads reads the kept head count; the merge back infers its size."""
+    model = _randomise(AttentionNet(4, 2, "unbind"), 0)
+    pruned = apply_patterns(model, {"attn.qkv": torch.tensor([True, False, True, False])})
+    assert "reshape(getitem, getitem_1, 3, 2, 2)" in pruned.code
+    assert pruned.get_submodule("attn.qkv").out_features == 3 * 2 * 2
+
+
+def test_attention_heads_scored_and_replayed() -> None:
+    """score_l1 gives one score per head; the plan's JSON replays on a fresh copy."""
+    model = _randomise(AttentionNet(4, 3, "fused"), 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scored = score_l1(model)
+        plan = topk_mask(0.5)(scored)
+    assert scored.scores["attn.qkv"].shape == (4,)
+    fresh = _randomise(AttentionNet(4, 3, "fused"), 1)
+    x = torch.randn(2, 4, 5, dtype=torch.float64)
+    torch.testing.assert_close(apply_patterns(load_plan(plan.to_json(), fresh))(x), apply_patterns(plan)(x))
+
+
+def test_softmax_over_heads_is_refused() -> None:
+    """A softmax across the head dim makes the head group unprunable, naming the node."""
+
+    class Bad(AttentionNet):
+        def forward(self, x: Tensor) -> Tensor:
+            b, n, c = x.shape
+            qkv = self.attn.qkv(self.embed(x)).reshape(b, n, 3, self.attn.heads, self.attn.head_dim)
+            return qkv.softmax(dim=3).sum()
+
+    model = _randomise(Bad(2, 2, "unbind"), 0)
+    with pytest.raises(UnprunableError, match="softmax"):
+        apply_patterns(model, {"attn.qkv": torch.tensor([True, False])})
+
+
+@settings(max_examples=15)
+@given(c=st.integers(2, 5), seed=st.integers(0, 2**16))
+def test_residual_concat_depthwise_se_exact(c: int, seed: int) -> None:
+    """Concat, residual add, depthwise conv + BN and an SE gate prune exactly and consistently."""
+    model = _randomise(ResidualConcat(c), seed)
+    analysis = analyze(trace(model))
+    prunable = {g.name: g.size for g in analysis.groups if g.prunable()}
+    assert set(prunable) == {"stem", "branch", "mix", "se_reduce"}
+    assert analysis.group("mix").producers == ("mix", "pw", "se_expand")
+    masks = _masks(prunable, seed)
+    pruned = _check_exact(model, masks, torch.randn(2, 2, 6, 6, dtype=torch.float64))
+    kept = int(masks["mix"].sum())
+    assert pruned.get_submodule("dw").groups == kept
+    assert pruned.get_submodule("bn1").num_features == kept
+    assert pruned.get_submodule("head").in_features == 4 * kept
