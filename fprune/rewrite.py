@@ -25,6 +25,8 @@ import functools
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -46,7 +48,7 @@ from fprune.trace import trace
 if TYPE_CHECKING:
     from fprune.plan import Plan
 
-__all__ = ["apply_patterns", "index_maps", "group_masks", "expand"]
+__all__ = ["apply_patterns", "index_maps", "group_masks", "expand", "plan_rewrite", "Rewrite", "apply_constants"]
 
 
 def group_masks(analysis: Analysis, masks: Mapping[str, Tensor], options: Options) -> dict[int, Tensor]:
@@ -221,6 +223,75 @@ def _override(options: Options, overrides: Mapping[str, bool | None]) -> Options
     return Options(**{**options.__dict__, **changes}) if changes else options
 
 
+@dataclass(frozen=True)
+class Rewrite:
+    """What pruning changes, as data: the new tensors and sizes of each module, and graph constants.
+
+    Computed from the original tensors only; nothing is modified.  :func:`apply_patterns` builds a
+    new model from it; :mod:`fprune.compat` applies it to the user's modules in place, as the API it
+    reproduces requires.
+    """
+
+    masks: Mapping[int, Tensor]  # group index -> keep-mask actually applied (after bias folding)
+    tensors: Mapping[str, Mapping[str, Tensor]]  # module -> tensor name -> new tensor (replaces, or adds a bias)
+    attrs: Mapping[str, Mapping[str, Any]]  # module -> attribute -> new value (out_features, num_heads...)
+    constants: tuple[tuple[str, tuple[int, ...], int], ...]  # (node, argument path, new value)
+
+
+def plan_rewrite(analysis: Analysis, masks: Mapping[int, Tensor], options: Options) -> Rewrite:
+    """The data of a rewrite: masks keyed by group index, under `options` (see :class:`Rewrite`)."""
+    modules = dict(analysis.graph.named_modules())
+    full: dict[str, dict[str, Tensor]] = {}  # full-size replacement tensors, before slicing
+    masks = dict(masks)
+    if options.fold_bias and masks:
+        masks, full = _fold(analysis, masks, modules)
+    maps = index_maps(analysis, masks)
+    tensors: dict[str, dict[str, Tensor]] = {}
+    attrs: dict[str, dict[str, Any]] = {}
+    positions: dict[int, Tensor] = {}  # id(keep-mask) -> its kept indices, computed once per mask
+    with torch.no_grad():
+        for name in maps.keys() | full.keys():
+            module = modules[name]
+            index, edits = maps.get(name, {}), full.get(name, {})
+            new_tensors: dict[str, Tensor] = {}
+            for tname in index.keys() | edits.keys():
+                original = getattr(module, tname)
+                dims = {d: _positions(keep, positions) for d, keep in index.get(tname, {}).items()}
+                new = slice_tensor(edits[tname] if tname in edits else original, dims)
+                if original is None:  # a bias added by folding: sliced like the output rows
+                    role = analysis.roles[name]
+                    out_keep = None if role.out_space is None else analysis.space_mask(role.out_space, masks)
+                    new = new if out_keep is None else slice_tensor(new, {0: out_keep})
+                new_tensors[tname] = new
+            tensors[name] = new_tensors
+            attrs[name] = spec_for(module).attrs(_View(module, new_tensors))
+    for name, role in analysis.roles.items():  # sizes no tensor records (a LayerNorm without affine)
+        width_attrs = spec_for(modules[name]).width_attrs
+        in_keep = expand(analysis, role.in_layout, masks) if width_attrs is not None else None
+        if width_attrs is not None and in_keep is not None:
+            attrs.setdefault(name, {}).update(width_attrs(modules[name], int(in_keep.sum())))
+    # A head count follows its group's mask; a merged size read from another tensor's shape
+    # (``x.reshape(B, N, C)``) may change with any pruned group, and -1 is always equivalent.
+    constants = tuple(
+        (e.node, e.path, -1 if e.kind == "minus_one" else int(masks[analysis.space_group[e.space]].sum()))
+        for e in analysis.edits
+        if (e.kind == "minus_one" and masks) or analysis.space_group[e.space] in masks
+    )
+    return Rewrite(MappingProxyType(masks), MappingProxyType(tensors), MappingProxyType(attrs), constants)
+
+
+class _View:
+    """A module seen with some tensors replaced: what a SliceSpec's ``attrs`` reads sizes from."""
+
+    def __init__(self, module: nn.Module, tensors: Mapping[str, Tensor]) -> None:
+        self._module, self._tensors = module, tensors
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._tensors:
+            return self._tensors[name]
+        return getattr(self._module, name)
+
+
 def _rewrite(analysis: Analysis, masks: dict[int, Tensor], options: Options, owned: bool) -> GraphModule:
     """Builds the pruned GraphModule.
 
@@ -229,31 +300,20 @@ def _rewrite(analysis: Analysis, masks: dict[int, Tensor], options: Options, own
     a new GraphModule.  Either way every module and tensor reached by the graph is new.
     """
     gm = analysis.graph
-    modules = dict(gm.named_modules())
-    edits: dict[str, dict[str, Tensor]] = {}  # full-size replacement tensors, before slicing
-    if options.fold_bias and masks:
-        masks, edits = _fold(analysis, masks, modules)
-    maps = index_maps(analysis, masks)
+    change = plan_rewrite(analysis, masks, options)
     memo: dict[int, Any] = {}  # id(original tensor) -> its replacement
     added: dict[str, dict[str, Tensor]] = {}
-    positions: dict[int, Tensor] = {}  # id(keep-mask) -> its kept indices, computed once per mask
+    for name, new_tensors in change.tensors.items():
+        module = gm.get_submodule(name)
+        for tname, new in new_tensors.items():
+            original = getattr(module, tname)
+            if original is None:
+                added.setdefault(name, {})[tname] = nn.Parameter(new)
+            elif isinstance(original, nn.Parameter):
+                memo[id(original)] = nn.Parameter(new, requires_grad=original.requires_grad)
+            else:
+                memo[id(original)] = new
     with torch.no_grad():
-        for name in maps.keys() | edits.keys():
-            module = modules[name]
-            index, full = maps.get(name, {}), edits.get(name, {})
-            for tname in index.keys() | full.keys():
-                original = getattr(module, tname)
-                dims = {d: _positions(keep, positions) for d, keep in index.get(tname, {}).items()}
-                new = slice_tensor(full[tname] if tname in full else original, dims)
-                if original is None:  # a bias added by folding: sliced like the output rows
-                    role = analysis.roles[name]
-                    out_keep = None if role.out_space is None else analysis.space_mask(role.out_space, masks)
-                    new = new if out_keep is None else slice_tensor(new, {0: out_keep})
-                    added.setdefault(name, {})[tname] = nn.Parameter(new)
-                elif isinstance(original, nn.Parameter):
-                    memo[id(original)] = nn.Parameter(new, requires_grad=original.requires_grad)
-                else:
-                    memo[id(original)] = new
         out = gm if owned else GraphModule(gm, copy.deepcopy(gm.graph), class_name=type(gm).__name__)
         cloned: set[str] = set()
         targets = {str(n.target) for n in gm.graph.nodes if n.op in ("call_module", "get_attr")}
@@ -268,32 +328,26 @@ def _rewrite(analysis: Analysis, masks: dict[int, Tensor], options: Options, own
             else:
                 setattr(owner, field, new)
             cloned.add(target)
-    # A head count follows its group's mask; a merged size read from another tensor's shape
-    # (``x.reshape(B, N, C)``) may change with any pruned group, and -1 is always equivalent.
-    graph_edits = [
-        e for e in analysis.edits if (e.kind == "minus_one" and masks) or analysis.space_group[e.space] in masks
-    ]
-    if graph_edits:
-        nodes = {n.name: n for n in out.graph.nodes}
-        for edit in graph_edits:
-            count = -1 if edit.kind == "minus_one" else int(masks[analysis.space_group[edit.space]].sum())
-            _set_arg(nodes[edit.node], edit.path, count)
-        out.recompile()
-    for name in maps.keys() | edits.keys():
+    apply_constants(out, change.constants)
+    for name in change.tensors.keys() | change.attrs.keys():
         module = out.get_submodule(name)
         for tname, tensor in added.get(name, {}).items():
             setattr(module, tname, tensor)
-        for attr, value in spec_for(module).attrs(module).items():
+        for attr, value in change.attrs.get(name, {}).items():
             setattr(module, attr, value)
         if isinstance(module, nn.RNNBase):
             module._init_flat_weights()
-    for name, role in analysis.roles.items():  # sizes no tensor records (a LayerNorm without affine)
-        width_attrs = spec_for(modules[name]).width_attrs
-        in_keep = expand(analysis, role.in_layout, masks) if width_attrs is not None else None
-        if width_attrs is not None and in_keep is not None:
-            for attr, value in width_attrs(modules[name], int(in_keep.sum())).items():
-                setattr(out.get_submodule(name), attr, value)
     return out
+
+
+def apply_constants(gm: GraphModule, constants: tuple[tuple[str, tuple[int, ...], int], ...]) -> None:
+    """Writes a rewrite's graph constants (head counts, inferred sizes) into `gm` and recompiles it."""
+    if not constants:
+        return
+    nodes = {n.name: n for n in gm.graph.nodes}
+    for node, path, value in constants:
+        _set_arg(nodes[node], path, value)
+    gm.recompile()
 
 
 def _set_arg(node: Node, path: tuple[int, ...], value: int) -> None:

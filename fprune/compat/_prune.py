@@ -18,12 +18,11 @@ Steps; every check runs before step 4, the first that modifies the model:
    (``leave_parametrized=True``), ``_bias`` moved back to ``bias`` (its masked
    entries zeroed with ``prune_bias``), bias hooks removed;
 5. groups whose producer has ``prune_bias=True`` (the core's exact semantics):
-   apply the core's :func:`fprune.rewrite.index_maps` with
-   :func:`fprune.slicing.slice_tensor` to the model's own modules, in place
-   (the reference's API returns a GraphModule sharing them);
-6. groups with ``prune_bias=False``: :func:`fprune.apply_patterns` with
-   ``fold_bias=True`` on a :class:`fprune.Plan`, then the tensors and sizes that
-   changed are copied into the model's own modules.  Options are always
+   :func:`fprune.rewrite.plan_rewrite` computes the new tensors, sizes and
+   graph constants, which replace the model's own in place (the reference's
+   API returns a GraphModule sharing them);
+6. groups with ``prune_bias=False``: the same with ``fold_bias=True``, on a
+   fresh analysis of the model as step 5 left it.  Options are always
    ``prune_outputs=True`` (the reference prunes output layers) and
    ``approximate=True`` (its LSTM -> LayerNorm pattern; other inexact groups
    were refused in step 3).
@@ -73,9 +72,8 @@ from fprune.errors import (
     UnsupportedModelError,
 )
 from fprune.groups import Analysis, Options, analyze
-from fprune.plan import Plan
-from fprune.rewrite import apply_patterns, expand, index_maps
-from fprune.slicing import SPECS, slice_tensor, spec_for
+from fprune.rewrite import apply_constants, expand, plan_rewrite
+from fprune.slicing import slice_tensor
 
 __all__ = ["prune_prepared", "ReferenceRules", "reference_rules", "lstm_per_gate"]
 
@@ -157,9 +155,7 @@ def prune_prepared(model: nn.Module, groups: Sequence[Mapping[str, Any]]) -> Gra
     folded = passes.get(True)
     if folded:
         current = analyze(gm) if exact else analysis
-        named = {current.groups[current.by_producer[p]].name: m for p, m in folded.items()}
-        plan = Plan(current, MappingProxyType(named), Options(prune_outputs=True, approximate=True, fold_bias=True))
-        _transplant(modules, apply_patterns(plan), current.roles)
+        _slice_in_place(current, {current.by_producer[p]: m for p, m in folded.items()}, modules, fold_bias=True)
     for name, tensors in per_gate.items():
         _set_parameters(modules[name], tensors)
     for name in rules.zero_bias:
@@ -510,67 +506,35 @@ def _clean(target: _Target, settle: bool) -> None:
         module._init_flat_weights()
 
 
-def _slice_in_place(analysis: Analysis, by_group: Mapping[int, Tensor], modules: Mapping[str, nn.Module]) -> None:
-    """Applies the core's index maps to the model's own modules (what ``apply_patterns`` does to copies).
+def _slice_in_place(analysis: Analysis, by_group: Mapping[int, Tensor], modules: Mapping[str, nn.Module],
+                    fold_bias: bool = False) -> None:
+    """Applies the core's rewrite data to the model's own modules (``apply_patterns`` builds copies).
 
-    :func:`fprune.rewrite.index_maps` says which tensor loses which indices,
-    :func:`fprune.slicing.slice_tensor` builds the smaller tensors and the
-    module's :class:`fprune.slicing.SliceSpec` gives its new sizes; here they
-    replace the old ones in place, which the reference's API requires (it
-    returns a GraphModule sharing the user's modules).  Copying the whole model
-    first, as ``apply_patterns`` must, would cost more than the reference's
-    pattern matching saves at depth 512.
+    :func:`fprune.rewrite.plan_rewrite` computes every new tensor, size and graph constant from
+    the current tensors; here they replace the old ones in place, which the reference's API
+    requires (it returns a GraphModule sharing the user's modules).  Copying the whole model first,
+    as ``apply_patterns`` must, would cost more than the reference's pattern matching saves.
     """
-    maps = index_maps(analysis, by_group)
+    options = Options(prune_outputs=True, approximate=True, fold_bias=fold_bias)
+    change = plan_rewrite(analysis, by_group, options)
     with torch.no_grad():
-        for name, index in maps.items():
+        for name, tensors in change.tensors.items():
             module = modules[name]
-            for tensor_name, dims in index.items():
-                store: dict[str, Any] = module._parameters if tensor_name in module._parameters else module._buffers
-                old = store[tensor_name]
-                assert old is not None
-                new = slice_tensor(old, dims)
-                # the tensor's own slot, as Module.__setattr__ would fill it
-                store[tensor_name] = nn.Parameter(new, old.requires_grad) if isinstance(old, nn.Parameter) else new
-            for attr, value in spec_for(module).attrs(module).items():
-                setattr(module, attr, value)
-            if isinstance(module, nn.RNNBase):
-                module._init_flat_weights()
-    for name, role in analysis.roles.items():  # sizes no tensor records (a LayerNorm without affine)
+            for tensor_name, new in tensors.items():
+                store: dict[str, Any] = module._buffers if tensor_name in module._buffers else module._parameters
+                old = store.get(tensor_name)
+                # the tensor's own slot, as Module.__setattr__ would fill it; a folded bias is new
+                store[tensor_name] = new if isinstance(old, Tensor) and not isinstance(old, nn.Parameter) else (
+                    nn.Parameter(new, old.requires_grad if old is not None else True))
+    for name, attrs in change.attrs.items():
         module = modules[name]
-        spec = SPECS.get(type(module))
-        width_attrs = getattr(spec, "width_attrs", None)
-        in_keep = expand(analysis, role.in_layout, by_group) if width_attrs is not None else None
-        if width_attrs is not None and in_keep is not None:
-            for attr, value in width_attrs(module, int(in_keep.sum())).items():
-                setattr(module, attr, value)
-
-
-def _same(a: Tensor | None, b: Tensor | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    return a is b or (a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b)))
-
-
-def _transplant(modules: Mapping[str, nn.Module], new: GraphModule, names: Mapping[str, Any]) -> None:
-    """Moves every tensor and size attribute the rewrite changed into the model's own modules."""
-    for name in names:
-        old, fresh = modules[name], new.get_submodule(name)
-        changed = False
-        for store in ("_parameters", "_buffers"):
-            mine: dict[str, Any] = getattr(old, store)
-            for key, tensor in getattr(fresh, store).items():
-                if not _same(mine.get(key), tensor):
-                    setattr(old, key, tensor)
-                    changed = True
-        state = vars(old)
-        for key, value in vars(fresh).items():
-            if key.startswith("_") or key == "training" or isinstance(value, (Tensor, nn.Module)):
-                continue
-            if key not in state or state[key] != value:
-                setattr(old, key, value)
-        if changed and isinstance(old, nn.RNNBase):
-            old._init_flat_weights()
+        for attr, value in attrs.items():
+            setattr(module, attr, value)
+    for name in change.tensors:
+        module = modules[name]
+        if isinstance(module, nn.RNNBase):
+            module._init_flat_weights()
+    apply_constants(analysis.graph, change.constants)
 
 
 def _ensure_bias(module: nn.Module) -> None:
