@@ -16,6 +16,12 @@ from fprune import analyze, apply_patterns, load_plan, score_l1, topk_mask, trac
 from fprune.errors import UnprunableError
 from fprune.plan import Plan
 
+
+def _examples(ci_count: int) -> int:
+    """Example count scaled by the loaded profile (ci: 25 per property; thorough: 500)."""
+    return max(1, ci_count * settings.default.max_examples // 25)
+
+
 # --------------------------------------------------------------------------------------
 # Models
 
@@ -122,7 +128,7 @@ def _check_exact(model: nn.Module, masks: dict[str, Tensor], x: Tensor) -> nn.Mo
 # Tests
 
 
-@settings(max_examples=20)
+@settings(max_examples=_examples(20))
 @given(
     heads=st.integers(1, 4),
     head_dim=st.integers(1, 3),
@@ -178,7 +184,7 @@ def test_softmax_over_heads_is_refused() -> None:
         apply_patterns(model, {"attn.qkv": torch.tensor([True, False])})
 
 
-@settings(max_examples=15)
+@settings(max_examples=_examples(15))
 @given(c=st.integers(2, 5), seed=st.integers(0, 2**16))
 def test_residual_concat_depthwise_se_exact(c: int, seed: int) -> None:
     """Concat, residual add, depthwise conv + BN and an SE gate prune exactly and consistently."""
