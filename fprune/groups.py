@@ -403,6 +403,15 @@ def _first_tracked(state: _State, node: Node) -> tuple[Layout | None, list[Node]
     return tracked[0], others
 
 
+def _sole_layout(state: _State, node: Node) -> Layout | None:
+    """The one tracked tensor a single-input op reads; anything else blocks what the node reads."""
+    layout, others = _first_tracked(state, node)
+    if layout is None or others:
+        state.unknown(node)  # blocks nothing when the node reads no tracked channel
+        return None
+    return layout
+
+
 def _with_path(layout: Layout, node: Node) -> Layout:
     return replace(layout, segs=tuple(replace(s, path=s.path + (node.name,)) for s in layout.segs))
 
@@ -524,10 +533,9 @@ def _is_depthwise(module: Any) -> bool:
 
 def _depthwise(state: _State, node: Node, dim: int) -> Value:
     """A depthwise conv maps channel c to channel c: channels pass through, its filters are per-channel."""
-    layout, others = _first_tracked(state, node)
-    if layout is None or others or len(node.args) != 1 or node.kwargs:
-        if others or layout is not None:
-            state.unknown(node)
+    layout = _sole_layout(state, node) if len(node.args) == 1 and not node.kwargs else None
+    if layout is None:
+        state.unknown(node)
         return None
     if layout.dim != dim:
         state.unknown(node, f"reads pruned channels on dim {layout.dim}, expected {dim}")
@@ -607,10 +615,8 @@ def _channelwise(spatial_dims: int | None) -> Rule:
     """BatchNorm / InstanceNorm: one parameter per channel on dim 1."""
 
     def rule(state: _State, node: Node) -> Value:
-        layout, others = _first_tracked(state, node)
-        if layout is None or others:
-            if others or layout is not None:
-                state.unknown(node)
+        layout = _sole_layout(state, node)
+        if layout is None:
             return None
         module = state.module(node)
         ok = layout.dim == -(spatial_dims + 1) if spatial_dims else (
@@ -630,10 +636,8 @@ def _channelwise(spatial_dims: int | None) -> Rule:
 
 
 def _layer_norm(state: _State, node: Node) -> Value:
-    layout, others = _first_tracked(state, node)
-    if layout is None or others:
-        if others or layout is not None:
-            state.unknown(node)
+    layout = _sole_layout(state, node)
+    if layout is None:
         return None
     module = state.module(node)
     assert isinstance(module, nn.LayerNorm)
@@ -656,10 +660,8 @@ def _pool(spatial_dims: int, adaptive: bool) -> Rule:
     """Pools act on the last `spatial_dims` dims: channels pass through."""
 
     def rule(state: _State, node: Node) -> Value:
-        layout, others = _first_tracked(state, node)
-        if layout is None or others:
-            if others or layout is not None:
-                state.unknown(node)
+        layout = _sole_layout(state, node)
+        if layout is None:
             return None
         if layout.dim >= -spatial_dims or layout.factor != 1:
             state.unknown(node, f"pools over the pruned channels (dim {layout.dim})")
@@ -691,10 +693,8 @@ def _pool(spatial_dims: int, adaptive: bool) -> Rule:
 
 
 def _flatten(state: _State, node: Node) -> Value:
-    layout, others = _first_tracked(state, node)
-    if layout is None or others:
-        if others or layout is not None:
-            state.unknown(node)
+    layout = _sole_layout(state, node)
+    if layout is None:
         return None
     if node.op == "call_module":
         module = state.module(node)
@@ -926,10 +926,8 @@ def _attention(state: _State, node: Node) -> Value:
 
 def _reduce(state: _State, node: Node) -> Value:
     """mean/sum/amax over dims other than the channel dim."""
-    layout, others = _first_tracked(state, node)
-    if layout is None or others:
-        if others or layout is not None:
-            state.unknown(node)
+    layout = _sole_layout(state, node)
+    if layout is None:
         return None
     dims, keepdim = _arg(node, 1, "dim", None), _arg(node, 2, "keepdim", False)
     dims = (dims,) if isinstance(dims, int) else dims

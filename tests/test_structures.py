@@ -130,7 +130,7 @@ def _check_exact(model: nn.Module, masks: dict[str, Tensor], x: Tensor) -> nn.Mo
 
 @settings(max_examples=_examples(20))
 @given(
-    heads=st.integers(1, 4),
+    heads=st.integers(2, 4),  # with one head, view(b, n, 1, hd) reads as a plain reshape: refused
     head_dim=st.integers(1, 3),
     variant=st.sampled_from(["unbind", "index", "fused", "separate"]),
     seed=st.integers(0, 2**16),
