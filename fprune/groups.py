@@ -190,6 +190,7 @@ class Analysis:
     by_producer: Mapping[str, int] = field(default_factory=dict)  # producer fqn -> group index
     space_stages: tuple[tuple[tuple[int, int], ...], ...] = ()  # raw space -> (inner, outer) tilings
     edits: tuple[Edit, ...] = ()  # graph constants to rewrite when their group is pruned
+    tensor_roles: Mapping[str, Layout] = field(default_factory=dict)  # get_attr tensor -> layout of its dim 0
 
     def space_mask(self, space: int, masks: Mapping[int, Tensor]) -> Tensor | None:
         """The keep-mask over a raw space's own channels, or None when its group is not pruned."""
@@ -244,6 +245,8 @@ class _State:
         self.roles: dict[str, Role] = {}
         self.tiles: dict[int, tuple[int, int, int]] = {}  # root -> (unit space, inner, outer)
         self.edits: list[Edit] = []
+        self.tensor_roles: dict[str, Layout] = {}  # get_attr target -> layout of its dim 0
+        self.tensor_readers: dict[str, set[str]] = {}  # get_attr target -> nodes allowed to read it
 
     # union-find -----------------------------------------------------------------------
     def new_space(self, size: int, producer: str) -> int:
@@ -353,6 +356,18 @@ class _State:
             return False
         self.roles[name] = role if old is None else old
         return True
+
+
+def _add_tensor_role(state: _State, node: Node, tensor: Node, layout: Layout) -> None:
+    """A tensor read with get_attr whose dim 0 indexes the channels of `layout` (functional BN)."""
+    target = str(tensor.target)
+    old = state.tensor_roles.get(target)
+    if old is not None and _layout_key(old) != _layout_key(layout):
+        for v in (old, layout):
+            state.block(v, "unknown", node, f"tensor '{target}' is used on different channels")
+        return
+    state.tensor_roles[target] = layout
+    state.tensor_readers.setdefault(target, set()).add(node.name)
 
 
 def _segs(value: Value) -> tuple[Seg, ...]:
@@ -1005,6 +1020,43 @@ def _prelu(state: _State, node: Node) -> Value:
     return None
 
 
+def _functional_batch_norm(state: _State, node: Node) -> Value:
+    """F.batch_norm(x, running_mean, running_var, weight, bias, ...) on the model's own tensors.
+
+    What a BatchNorm subclass traced through (timm's BatchNormAct2d) leaves in the graph: the
+    statistics and affine parameters are get_attr tensors, sliced along dim 0 like BatchNorm's.
+    """
+    x = _arg(node, 0, "input", None)
+    layout = state.values.get(x) if isinstance(x, Node) else None
+    tensors = [_arg(node, i, name, None) for i, name in
+               ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))]
+    reads = [t for t in tensors if t is not None]
+    if not isinstance(layout, Layout):
+        state.unknown(node)
+        return None
+    if not reads or not all(isinstance(t, Node) and t.op == "get_attr" for t in reads):
+        state.unknown(node, "batch_norm with statistics or parameters that are not the model's own tensors")
+        return None
+    if layout.rank is None or layout.rank + layout.dim != 1:
+        state.unknown(node, f"normalises dim 1 but the pruned channels are on dim {layout.dim}")
+        return None
+    width = _lookup_tensor(state, reads[0]).shape[0]
+    resolved = _resolve(state, node, layout, int(width))
+    if resolved is None:
+        return None
+    for tensor in reads:
+        _add_tensor_role(state, node, tensor, resolved)
+    state.block(resolved, "fold", node, "a normalisation layer lies between producer and consumer")
+    return resolved
+
+
+def _lookup_tensor(state: _State, node: Node) -> Any:
+    obj: Any = state.gm
+    for part in str(node.target).split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def _functional_prelu(state: _State, node: Node) -> Value:
     """F.prelu(x, weight): a single slope acts elementwise; a per-channel weight cannot be sliced."""
     source, weight = _arg(node, 0, "input", None), _arg(node, 1, "weight", None)
@@ -1049,6 +1101,7 @@ def _build_index() -> _Index:
     functions: dict[Any, Rule] = {f: _elementwise for f in _ACTIVATION_FUNCTIONS}
     functions.update({f: _binary for f in _BINARY})
     functions[F.prelu] = _functional_prelu
+    functions[F.batch_norm] = _functional_batch_norm
     functions.update({torch.permute: _permute, torch.transpose: _transpose, torch.unbind: _unbind,
                       operator.matmul: _matmul, torch.matmul: _matmul, torch.bmm: _matmul,
                       F.softmax: _softmax, torch.softmax: _softmax, F.log_softmax: _softmax,
@@ -1150,6 +1203,17 @@ def _block_shared_parameters(state: _State) -> None:
         if culprit is None:  # rare: find the calling node for the message
             culprit = next(n for n in state.gm.graph.nodes if n.name == role.node)
         state.block_spaces(spaces, "unknown", culprit, why)
+    tensors = dict(state.gm.named_parameters(remove_duplicate=False)) if state.tensor_roles else {}
+    for node in state.gm.graph.nodes:
+        target = str(node.target)
+        if node.op != "get_attr" or target not in state.tensor_roles:
+            continue
+        param = tensors.get(target)
+        strangers = [u for u in node.users if u.name not in state.tensor_readers[target]]
+        if strangers or (param is not None and owners.get(id(param), 0) > 1):
+            culprit = strangers[0] if strangers else node
+            state.block(state.tensor_roles[target], "unknown", culprit,
+                        f"tensor '{target}' is also read or shared elsewhere, so it cannot be sliced")
 
 
 def _finish(state: _State) -> Analysis:
@@ -1167,6 +1231,11 @@ def _finish(state: _State) -> Analysis:
             spaces.add(state.resolve(role.out_space)[0])
         for root in spaces:
             members[roots[root]].append(name)
+    for target, layout in state.tensor_roles.items():
+        owner = target.rpartition(".")[0]
+        for root in {state.resolve(s.space)[0] for s in layout.segs}:
+            if owner not in members[roots[root]]:
+                members[roots[root]].append(owner)
     groups = tuple(
         ChannelGroup(
             name=state.space_producers[root][0],
@@ -1187,4 +1256,5 @@ def _finish(state: _State) -> Analysis:
         MappingProxyType(by_producer),
         tuple(stages for _, stages in resolved),
         tuple(state.edits),
+        MappingProxyType(dict(state.tensor_roles)),
     )

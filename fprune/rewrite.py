@@ -150,6 +150,11 @@ def index_maps(analysis: Analysis, masks: Mapping[int, Tensor]) -> dict[str, Ind
         index = spec_for(module).index(module, in_keep, out_keep)
         if index:
             out[name] = index
+    for target, layout in analysis.tensor_roles.items():  # tensors read directly (functional BN)
+        keep = expand(analysis, layout, masks)
+        if keep is not None:
+            owner, _, tensor = target.rpartition(".")
+            out.setdefault(owner, {})[tensor] = {0: keep}
     return out
 
 
@@ -264,7 +269,8 @@ def plan_rewrite(analysis: Analysis, masks: Mapping[int, Tensor], options: Optio
                     new = new if out_keep is None else slice_tensor(new, {0: out_keep})
                 new_tensors[tname] = new
             tensors[name] = new_tensors
-            attrs[name] = spec_for(module).attrs(_View(module, new_tensors))
+            if name in analysis.roles:  # not the owner of tensors read directly (functional BN)
+                attrs[name] = spec_for(module).attrs(_View(module, new_tensors))
     for name, role in analysis.roles.items():  # sizes no tensor records (a LayerNorm without affine)
         width_attrs = spec_for(modules[name]).width_attrs
         in_keep = expand(analysis, role.in_layout, masks) if width_attrs is not None else None

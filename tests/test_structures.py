@@ -92,6 +92,40 @@ class ResidualConcat(nn.Module):
         return self.head(h.view(h.size(0), -1))
 
 
+class BatchNormAct2d(nn.BatchNorm2d):
+    """timm-style: a BatchNorm2d subclass fx traces through, leaving F.batch_norm on get_attr tensors."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.1, self.eps)
+        return F.relu(x)
+
+
+class MobileBlock(nn.Module):
+    """Conv -> BNAct -> depthwise -> BNAct -> SE -> 1x1 conv, with a residual back onto the stem."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.stem, self.bn1 = nn.Conv2d(2, c, 3, padding=1), BatchNormAct2d(c)
+        self.dw, self.bn2 = nn.Conv2d(c, c, 3, padding=1, groups=c), BatchNormAct2d(c)
+        self.se_reduce, self.se_expand = nn.Conv2d(c, 2, 1), nn.Conv2d(2, c, 1)
+        self.project = nn.Conv2d(c, c, 1)
+        self.head = nn.Linear(c, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.bn1(self.stem(x))
+        h = self.bn2(self.dw(a))
+        h = h * torch.sigmoid(self.se_expand(F.relu(self.se_reduce(h.mean((2, 3), keepdim=True)))))
+        h = self.project(h) + a
+        return self.head(F.adaptive_avg_pool2d(h, 1).flatten(1))
+
+
+class LeakyStats(MobileBlock):
+    """Reads a BatchNorm weight outside batch_norm: that group must be refused."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x) + self.bn1.weight.sum()
+
+
 def _randomise(model: nn.Module, seed: int) -> nn.Module:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -199,3 +233,25 @@ def test_residual_concat_depthwise_se_exact(c: int, seed: int) -> None:
     assert pruned.get_submodule("dw").groups == kept
     assert pruned.get_submodule("bn1").num_features == kept
     assert pruned.get_submodule("head").in_features == 4 * kept
+
+
+@settings(max_examples=_examples(15))
+@given(c=st.integers(2, 5), seed=st.integers(0, 2**16))
+def test_functional_batch_norm_se_residual_exact(c: int, seed: int) -> None:
+    """A traced-through BatchNorm subclass, depthwise conv, SE gate and residual prune exactly."""
+    model = _randomise(MobileBlock(c), seed)
+    analysis = analyze(trace(model))
+    prunable = {g.name: g.size for g in analysis.groups if g.prunable()}
+    assert set(prunable) == {"stem", "se_reduce"}
+    assert analysis.group("stem").producers == ("stem", "se_expand", "project")
+    masks = _masks(prunable, seed)
+    pruned = _check_exact(model, masks, torch.randn(2, 2, 5, 5, dtype=torch.float64))
+    kept = int(masks["stem"].sum())
+    assert pruned.get_submodule("bn1").running_var.shape == (kept,)
+
+
+def test_batch_norm_tensor_read_elsewhere_is_refused() -> None:
+    """A BatchNorm tensor also read by another op is never sliced: its group is refused, naming the op."""
+    model = _randomise(LeakyStats(3), 0)
+    with pytest.raises(UnprunableError, match="bn1.weight"):
+        apply_patterns(model, {"stem": torch.tensor([True, False, True])})
