@@ -103,7 +103,21 @@ class Unbound:
     layout: Layout
 
 
-Value: TypeAlias = Union[Layout, LSTMOut, Unbound, None]
+@dataclass(frozen=True)
+class ShapeOf:
+    """``x.shape`` / ``x.size()`` of a tracked tensor: indexing its channel position gives a ChannelSize."""
+
+    layout: Layout
+
+
+@dataclass(frozen=True)
+class ChannelSize:
+    """The number of channels of a tracked tensor, read at run time: it shrinks with pruning."""
+
+    layout: Layout
+
+
+Value: TypeAlias = Union[Layout, LSTMOut, Unbound, ShapeOf, ChannelSize, None]
 
 
 @dataclass(frozen=True)
@@ -373,7 +387,7 @@ def _add_tensor_role(state: _State, node: Node, tensor: Node, layout: Layout) ->
 def _segs(value: Value) -> tuple[Seg, ...]:
     if isinstance(value, Layout):
         return value.segs
-    if isinstance(value, (LSTMOut, Unbound)):
+    if isinstance(value, (LSTMOut, Unbound, ShapeOf, ChannelSize)):
         return value.layout.segs
     return ()
 
@@ -601,6 +615,11 @@ def _getitem(state: _State, node: Node) -> Value:
         return None
     if isinstance(value, Unbound):
         return value.layout
+    if isinstance(value, ShapeOf):
+        return ChannelSize(value.layout) if _may_be_channel(value.layout, index) else None
+    if isinstance(value, ChannelSize):
+        state.unknown(node)
+        return None
     if isinstance(value, Layout):
         return _index_tensor(state, node, value, index)
     if value is not None:
@@ -680,6 +699,14 @@ def _pool(spatial_dims: int, adaptive: bool) -> Rule:
             return None
         if layout.dim >= -spatial_dims or layout.factor != 1:
             state.unknown(node, f"pools over the pruned channels (dim {layout.dim})")
+            return None
+        if node.op == "call_module":
+            indices = getattr(state.module(node), "return_indices", False)
+        else:
+            name = getattr(node.target, "__name__", "")
+            indices = "max" in name and _arg(node, 2 if "adaptive" in name else 6, "return_indices", False)
+        if indices:
+            state.unknown(node, "pools with return_indices=True (a tuple of values and indices)")
             return None
         spatial = None
         if adaptive:
@@ -792,13 +819,17 @@ def _reshape(state: _State, node: Node) -> Value:
     # merge: the channel dim and every dim after it become the last dim
     if rank is not None and p is not None and len(shape) == p + 1:
         factor = None if (layout.factor is None or layout.spatial is None) else layout.factor * layout.spatial
-        if shape[p] != -1 and not isinstance(shape[p], int) and -1 not in shape:
-            for seg in layout.segs:
-                state.edits.append(Edit(node.name, paths[p], "minus_one", seg.space))
-        elif isinstance(shape[p], int) and shape[p] != -1 and p < rank - 1:
-            state.unknown(node, "merges the pruned channels into a dim of fixed size")
+        if not _channel_size_arg(state, node, layout, shape, paths, p, merged=p < rank - 1):
             return None
         return Layout(-1, layout.segs, rank=p + 1, factor=factor, spatial=1)
+    # unsqueeze-like: (..., C) -> (..., C, 1, 1) with the leading dims unchanged
+    ones = 0
+    while ones < len(shape) and shape[-1 - ones] == 1:
+        ones += 1
+    if p is not None and layout.dim == -1 and ones and len(shape) - ones == p + 1 and shape[p] != 1:
+        if not _channel_size_arg(state, node, layout, shape, paths, p, merged=False):
+            return None
+        return replace(layout, dim=-1 - ones, rank=len(shape), spatial=1)
     # split: the last (channel) dim becomes trailing int dims
     trailing = 0
     product = 1
@@ -822,18 +853,31 @@ def _reshape(state: _State, node: Node) -> Value:
         state.edits.append(Edit(node.name, paths[-2], "count", space))
         state.block_spaces([space], "fold", node, "attention heads: their biases are not folded")
         return Layout(-2, (Seg(space, unit),), rank=len(shape), spatial=inner)
-    # unsqueeze-like: (..., C) -> (..., C, 1, 1) with the leading dims unchanged
-    ones = 0
-    while ones < len(shape) and shape[-1 - ones] == 1:
-        ones += 1
-    if p is not None and layout.dim == -1 and ones and len(shape) - ones == p + 1 and shape[p] != 1:
-        if type(shape[p]) is int and shape[p] not in (-1, layout.width):
-            state.unknown(node)
-            return None
-        return replace(layout, dim=-1 - ones, rank=len(shape), spatial=1)
     state.unknown(node, "reshapes the pruned channels in a way fprune does not understand; "
                   "supported: (batch, -1), (..., heads, head_dim) splits and their merges")
     return None
+
+
+def _channel_size_arg(state: _State, node: Node, layout: Layout, shape: list[Any],
+                      paths: list[tuple[int, ...]], p: int, merged: bool) -> bool:
+    """Makes the reshape size at the channel position follow pruning; False (and blocks) if it cannot.
+
+    -1 stays; any other size (a literal or a size read at run time) becomes -1, or, when another
+    dim is already -1, the kept channel count (single-group, unmerged channels only).
+    """
+    size = shape[p]
+    if size == -1:
+        return True
+    if -1 not in shape:
+        for seg in layout.segs:
+            state.edits.append(Edit(node.name, paths[p], "minus_one", seg.space))
+        return True
+    single = len(layout.segs) == 1 and layout.segs[0].inner == 1 and layout.factor == 1
+    if single and not merged and size == layout.width:
+        state.edits.append(Edit(node.name, paths[p], "count", layout.segs[0].space))
+        return True
+    state.unknown(node, "reshapes the pruned channels with a size that cannot follow pruning")
+    return False
 
 
 def _permute(state: _State, node: Node) -> Value:
@@ -964,15 +1008,65 @@ def _reduce(state: _State, node: Node) -> Value:
 
 def _getattr(state: _State, node: Node) -> Value:
     """getattr(x, "shape" | "ndim" | "dtype" | "device"): metadata, not channel values."""
-    if node.args[1:2] and node.args[1] in ("shape", "ndim", "dtype", "device", "is_cuda"):
+    source = node.args[0]
+    value = state.values.get(source) if isinstance(source, Node) else None
+    if node.args[1:2] and node.args[1] in ("ndim", "dtype", "device", "is_cuda"):
         return None
+    if node.args[1:2] == ("shape",):
+        return ShapeOf(value) if isinstance(value, Layout) else None
     state.unknown(node)
     return None
 
 
 def _shape_query(state: _State, node: Node) -> Value:
-    """x.size(), x.dim(), x.shape: read the (pruned) shape at run time, not the values."""
-    return None
+    """x.size(), x.size(d), x.dim(): the size of the channel dim shrinks with pruning."""
+    source = node.args[0]
+    value = state.values.get(source) if isinstance(source, Node) else None
+    if not isinstance(value, Layout) or node.target == "dim":
+        return None
+    dim = _arg(node, 1, "dim", None)
+    if dim is None:
+        return ShapeOf(value)
+    return ChannelSize(value) if _may_be_channel(value, dim) else None
+
+
+def _may_be_channel(layout: Layout, index: Any) -> bool:
+    """Whether ``shape[index]`` may be the channel count (unknown rank: any index but 0)."""
+    if type(index) is not int:
+        return True
+    if layout.rank is not None:
+        return index % layout.rank == layout.rank + layout.dim
+    return index < 0 and index == layout.dim or index > 0
+
+
+def _check_channel_sizes(state: _State) -> None:
+    """A channel count read at run time may only feed reshape sizes the rewrite replaces with -1."""
+    replaced = {(e.node, e.path) for e in state.edits if e.kind == "minus_one"}
+    for node, value in state.values.items():
+        if not isinstance(value, ChannelSize):
+            continue
+        for user in node.users:
+            ok = any(
+                (user.name, path) in replaced and _arg_at(user, path) is node for path in _arg_paths(user)
+            )
+            if not ok:
+                state.block(value, "unknown", user, "uses the number of pruned channels, which changes "
+                            "after pruning; compute it from the model's configuration, or leave the "
+                            "producing module out of the masks")
+
+
+def _arg_paths(node: Node) -> list[tuple[int, ...]]:
+    paths: list[tuple[int, ...]] = []
+    for i, arg in enumerate(node.args):
+        paths.append((i,))
+        if isinstance(arg, (tuple, list)):
+            paths.extend((i, j) for j in range(len(arg)))
+    return paths
+
+
+def _arg_at(node: Node, path: tuple[int, ...]) -> Any:
+    arg: Any = node.args[path[0]]
+    return arg[path[1]] if len(path) > 1 else arg
 
 
 def _output(state: _State, node: Node) -> Value:
@@ -1175,6 +1269,7 @@ def analyze(gm: GraphModule) -> Analysis:
             state.unknown(node)
             state.values[node] = None
     _block_shared_parameters(state)
+    _check_channel_sizes(state)
     return _finish(state)
 
 

@@ -32,9 +32,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from fprune.errors import FpruneWarning, InvalidMaskError, PlanFormatError, PlanMismatchError
+from fprune.errors import (
+    FpruneWarning,
+    InvalidMaskError,
+    InvalidTypeError,
+    PlanFormatError,
+    PlanMismatchError,
+    UnprunableError,
+)
 from fprune.groups import DEFAULT_OPTIONS, Analysis, ChannelGroup, Options, analyze
-from fprune.rewrite import group_masks, index_maps
+from fprune.rewrite import group_masks, index_maps, plan_rewrite
 from fprune.scores import lstm_unit_rows, score_tensor
 from fprune.slicing import spec_for
 from fprune.trace import trace
@@ -90,7 +97,9 @@ class Plan:
 
     def params(self) -> dict[str, list[dict[str, Any]]]:
         """Every parameter and buffer whose shape changes: fqn -> [{"dim", "keep"}], keep sorted."""
-        by_group = {self.analysis.by_producer[k]: m for k, m in self.masks.items() if not bool(m.all())}
+        by_group = {self.analysis.by_producer[k]: m.detach().cpu() for k, m in self.masks.items() if not bool(m.all())}
+        if self.options.fold_bias:  # groups the fold keeps at full size change no shape
+            by_group = dict(plan_rewrite(self.analysis, by_group, self.options).masks)
         out: dict[str, list[dict[str, Any]]] = {}
         for module, index in index_maps(self.analysis, by_group).items():
             for tensor, dims in index.items():
@@ -232,6 +241,11 @@ def plan_from_scored(mask_fn: MaskFn, scored: Scored) -> Plan:
         >>> plan_from_scored(topk_mask(0.25), score_l1(net))
         Plan(pruned={'0': '6/8'})
     """
+    if not isinstance(scored, Scored):
+        raise InvalidTypeError(
+            f"{mask_fn!r} expects a score tensor or a Scored value (e.g. score_l1(model)), "
+            f"got {type(scored).__name__}; score the model first: pipe(model, score_l1, {mask_fn!r})"
+        )
     masks = mask_fn.select_many(dict(scored.scores))
     for name, mask in masks.items():
         expected = scored.scores[name].numel()
@@ -268,7 +282,12 @@ def load_plan(text: str, model: nn.Module, options: Options = DEFAULT_OPTIONS) -
         shape = state[fqn].shape
         for entry in entries:
             dim, keep = entry["dim"], entry["keep"]
-            if not -len(shape) <= dim < len(shape) or (keep and keep[-1] >= shape[dim]):
+            if not 0 <= dim < len(shape):
+                raise PlanMismatchError(
+                    f"the plan slices dim {dim} of {fqn!r}, whose shape is {tuple(shape)} (dims 0 to "
+                    f"{len(shape) - 1}); load the plan into the architecture it was computed for"
+                )
+            if keep and keep[-1] >= shape[dim]:
                 raise PlanMismatchError(
                     f"the plan keeps indices up to {keep[-1] if keep else '-'} along dim {dim} of {fqn!r}, "
                     f"whose shape is {tuple(shape)}; load the plan into the architecture it was computed for"
@@ -289,8 +308,8 @@ def load_plan(text: str, model: nn.Module, options: Options = DEFAULT_OPTIONS) -
                 break
     try:
         by_group = group_masks(analysis, masks, options)
-    except (InvalidMaskError, ValueError) as exc:
-        raise PlanMismatchError(f"the plan does not fit this model: {exc}") from exc
+    except (InvalidMaskError, UnprunableError) as exc:
+        raise PlanMismatchError(f"the plan does not fit this model under these options: {exc}") from exc
     plan = Plan(analysis, MappingProxyType({analysis.groups[i].name: m for i, m in by_group.items()}), options)
     rebuilt = plan.params()
     if rebuilt != params:

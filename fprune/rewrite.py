@@ -66,6 +66,7 @@ def group_masks(analysis: Analysis, masks: Mapping[str, Tensor], options: Option
             "e.g. {'features.0': torch.tensor([True, False, ...])}"
         )
     out: dict[int, Tensor] = {}
+    seen: dict[int, Tensor] = {}  # every mask given, all-True ones included, to compare coupled producers
     given_by: dict[int, str] = {}
     modules = dict(analysis.graph.named_modules())
     producers = list(analysis.by_producer)
@@ -95,21 +96,22 @@ def group_masks(analysis: Analysis, masks: Mapping[str, Tensor], options: Option
             raise InvalidMaskError(
                 f"mask for {name!r} keeps no channel; keep at least one (a group cannot be removed whole)"
             )
-        if group_index in out:
-            if not torch.equal(out[group_index].cpu(), mask.cpu()):
+        if group_index in seen:
+            if not torch.equal(seen[group_index], mask.detach().cpu()):
                 raise InvalidMaskError(
                     f"masks for {given_by[group_index]!r} and {name!r} differ, but their channels are "
                     f"coupled (group {group.name!r}: {', '.join(group.producers)}); give one mask for the group"
                 )
             continue
+        seen[group_index] = mask.detach().cpu().clone()
+        given_by[group_index] = name
         if bool(mask.all()):
             continue
         if not group.prunable(options):
             raise UnprunableError(
                 f"cannot prune {name!r} (group {group.name!r}): {group.why_not(options)}"
             )
-        out[group_index] = mask.detach().cpu().clone()
-        given_by[group_index] = name
+        out[group_index] = seen[group_index]
     return out
 
 
@@ -205,7 +207,9 @@ def apply_patterns(
             raise InvalidTypeError("pass either a Plan, or a model with masks, not a Plan with masks")
         analysis = plan_or_model.analysis
         options = _override(plan_or_model.options, overrides)
-        by_group = {analysis.by_producer[name]: m for name, m in plan_or_model.masks.items() if not bool(m.all())}
+        by_group = {
+            analysis.by_producer[name]: m.detach().cpu() for name, m in plan_or_model.masks.items() if not bool(m.all())
+        }
         for index in by_group:
             group = analysis.groups[index]
             if not group.prunable(options):
@@ -279,11 +283,17 @@ def plan_rewrite(analysis: Analysis, masks: Mapping[int, Tensor], options: Optio
     # A head count follows its group's mask; a merged size read from another tensor's shape
     # (``x.reshape(B, N, C)``) may change with any pruned group, and -1 is always equivalent.
     constants = tuple(
-        (e.node, e.path, -1 if e.kind == "minus_one" else int(masks[analysis.space_group[e.space]].sum()))
+        (e.node, e.path, -1 if e.kind == "minus_one" else int(_count(analysis, e.space, masks)))
         for e in analysis.edits
         if (e.kind == "minus_one" and masks) or analysis.space_group[e.space] in masks
     )
     return Rewrite(MappingProxyType(masks), MappingProxyType(tensors), MappingProxyType(attrs), constants)
+
+
+def _count(analysis: Analysis, space: int, masks: Mapping[int, Tensor]) -> int:
+    mask = analysis.space_mask(space, masks)
+    assert mask is not None
+    return int(mask.sum())
 
 
 class _View:
@@ -445,7 +455,15 @@ def _fold(
     for index, mask in masks.items():
         group = analysis.groups[index]
         producer = modules[group.producers[0]]
-        if isinstance(producer, nn.RNNBase):  # removed LSTM units emit exactly zero
+        if isinstance(producer, nn.RNNBase):
+            # With weights zeroed but biases kept a removed unit still emits a time-varying value,
+            # so no constant can be folded: LSTM groups use the default semantics (biases dropped).
+            warnings.warn(
+                f"fold_bias: LSTM group {group.name!r} is pruned with the default semantics (its removed "
+                "units' biases are dropped, not folded)",
+                FpruneWarning,
+                stacklevel=4,
+            )
             kept_masks[index] = mask
             continue
         why = next((b.message for b in group.blocks if b.kind == "fold"), None)
