@@ -56,7 +56,7 @@ class InvalidMaskError(FpruneError, ValueError):
 
 
 class UnsupportedModelError(FpruneError, NotImplementedError):
-    """The model uses a construct fprune cannot prune (e.g. a bidirectional LSTM)."""
+    """The model uses a construct fprune cannot prune (e.g. a module still carrying parametrizations)."""
 
 
 class UnprunableError(FpruneError, ValueError):

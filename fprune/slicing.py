@@ -64,9 +64,6 @@ def _linear_attrs(m: Any) -> dict[str, Any]:
 
 def _conv_attrs(m: Any) -> dict[str, Any]:
     out, inp = m.weight.shape[:2]
-    transposed = bool(getattr(m, "transposed", False))
-    if transposed:  # weight is (in, out / groups, ...)
-        return {"in_channels": out, "out_channels": inp * m.groups}
     return {"in_channels": inp * m.groups, "out_channels": out}
 
 
