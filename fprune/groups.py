@@ -962,10 +962,20 @@ def _softmax(state: _State, node: Node) -> Value:
     return layout
 
 
+def _defaults_to_constant(node: Node) -> bool:
+    """A model input that defaults to None or a bool (timm's ``attn_mask=None, is_causal=False``).
+
+    The analysis assumes the model is called without it, as its default says; a per-head mask
+    passed later fails on its shape rather than silently.
+    """
+    return node.op == "placeholder" and len(node.args) == 1 and (node.args[0] is None or type(node.args[0]) is bool)
+
+
 def _attention(state: _State, node: Node) -> Value:
     """scaled_dot_product_attention(q, k, v): heads on a batch dim couple q, k and v."""
     values = [state.values.get(a) if isinstance(a, Node) else None for a in node.args[:3]]
-    extra = [a for a in list(node.args[3:]) + list(node.kwargs.values()) if isinstance(a, Node)]
+    extra = [a for a in list(node.args[3:]) + list(node.kwargs.values())
+             if isinstance(a, Node) and not _defaults_to_constant(a)]
     if extra or not all(isinstance(v, Layout) for v in values):
         state.unknown(node, "attention with a mask tensor or untracked q/k/v")
         return None

@@ -255,3 +255,19 @@ def test_batch_norm_tensor_read_elsewhere_is_refused() -> None:
     model = _randomise(LeakyStats(3), 0)
     with pytest.raises(UnprunableError, match="bn1.weight"):
         apply_patterns(model, {"stem": torch.tensor([True, False, True])})
+
+
+def test_attention_mask_argument_defaulting_to_none() -> None:
+    """SDPA fed a model input that defaults to None (timm's attn_mask) still prunes heads exactly."""
+
+    class MaskArg(AttentionNet):
+        def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+            b, n, _ = x.shape
+            h = self.embed(x)
+            attn = self.attn
+            q, k, v = attn.qkv(h).reshape(b, n, 3, attn.heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+            return self.fc2(F.gelu(self.fc1(attn.proj(out.transpose(1, 2).reshape(b, n, -1)))))
+
+    model = _randomise(MaskArg(3, 2, "fused"), 0)
+    _check_exact(model, {"attn.qkv": torch.tensor([True, False, True])}, torch.randn(2, 4, 5, dtype=torch.float64))
