@@ -160,11 +160,13 @@ def score_model(scorer: Scorer, model: nn.Module, options: Options = DEFAULT_OPT
             if scorer.source == "norm"
             else [_producer_scores(scorer, name, modules[name], _stages(analysis, name)) for name in group.producers]
         )
-        if parts:
-            total = parts[0]
-            for part in parts[1:]:
-                total = total + part.to(total.dtype)
-            scores[group.name] = total
+        if not parts:
+            skipped.append(f"{group.name!r} (no normalisation layer reads these channels, so {scorer!r} has no scale)")
+            continue
+        total = parts[0]
+        for part in parts[1:]:
+            total = total + part.to(total.dtype)
+        scores[group.name] = total
     if skipped:
         warnings.warn("left unpruned: " + "; ".join(skipped), FpruneWarning, stacklevel=3)
     return Scored(analysis, MappingProxyType(scores), scorer, options)

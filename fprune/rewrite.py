@@ -248,7 +248,19 @@ class Rewrite:
 
 
 def plan_rewrite(analysis: Analysis, masks: Mapping[int, Tensor], options: Options) -> Rewrite:
-    """The data of a rewrite: masks keyed by group index, under `options` (see :class:`Rewrite`)."""
+    """The data of a rewrite: masks keyed by group index, under `options` (see :class:`Rewrite`).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from fprune import Options, analyze, trace
+        >>> net = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 1))
+        >>> change = plan_rewrite(analyze(trace(net)), {0: torch.tensor([True, False, True, True])}, Options())
+        >>> {m: {t: tuple(v.shape) for t, v in ts.items()} for m, ts in sorted(change.tensors.items())}
+        {'0': {'bias': (3,), 'weight': (3, 2)}, '2': {'weight': (1, 3)}}
+        >>> change.attrs["0"]["out_features"], net[0].out_features  # the model is untouched
+        (3, 4)
+    """
     modules = dict(analysis.graph.named_modules())
     full: dict[str, dict[str, Tensor]] = {}  # full-size replacement tensors, before slicing
     masks = dict(masks)
