@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from hypothesis import settings
 from hypothesis import strategies as st
 from torch import Tensor
 
@@ -122,3 +123,8 @@ def lstm_weights(
     hidden = draw(st.integers(1, max_hidden))
     inputs = draw(st.integers(1, max_in))
     return _randn((4 * hidden, inputs), draw(seeds()), torch.float64), hidden
+
+
+def examples(ci_count: int) -> int:
+    """An example count scaled by the loaded hypothesis profile (ci: 25 per property; thorough: 500)."""
+    return max(1, ci_count * settings.default.max_examples // 25)

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
+from strategies import examples
 from hypothesis import strategies as st
 from torch import nn
 
@@ -32,7 +33,7 @@ def kinds(group: ChannelGroup) -> set[str]:
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-@settings(max_examples=20)
+@settings(max_examples=examples(20))
 @given(data=st.data())
 def test_chain_groups(family: str, data: st.DataObject) -> None:
     """In a chain every producer is its own group, read by the next producer; only the last reaches the output."""
@@ -51,7 +52,7 @@ def test_chain_groups(family: str, data: st.DataObject) -> None:
     assert not last.prunable() and last.prunable(Options(prune_outputs=True))
 
 
-@settings(max_examples=15)
+@settings(max_examples=examples(15))
 @given(chains())
 def test_analyze_is_pure_and_deterministic(case: Case) -> None:
     """analyze leaves the GraphModule unchanged and gives equal results on equal input."""

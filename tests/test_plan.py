@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 from hypothesis import given, settings
+from strategies import examples
 from hypothesis import strategies as st
 from toolz import pipe
 from torch import nn
@@ -53,7 +54,7 @@ def same_state(a: nn.Module, b: nn.Module) -> bool:
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-@settings(max_examples=15)
+@settings(max_examples=examples(15))
 @given(data=st.data())
 def test_json_round_trip(family: str, data: st.DataObject) -> None:
     """load_plan(plan.to_json(), fresh copy) gives the same JSON and the same pruned model."""
@@ -70,7 +71,7 @@ def test_json_round_trip(family: str, data: st.DataObject) -> None:
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(data=st.data())
 def test_params_list_exactly_the_changed_tensors(family: str, data: st.DataObject) -> None:
     """params() lists every parameter and buffer whose shape changes, one entry per sliced dim, keep sorted."""

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import event, given, settings
+from strategies import examples
 from hypothesis import strategies as st
 from toolz import compose_left, pipe
 from torch import Tensor, nn
@@ -111,7 +112,7 @@ FAMILY = pytest.mark.parametrize("family", sorted(FAMILIES))
 
 
 @FAMILY
-@settings(max_examples=30)
+@settings(max_examples=examples(30))
 @given(data=st.data())
 def test_pruned_equals_zero_slice_emulation(family: str, data: st.DataObject) -> None:
     """The pruned model computes the original with every removed slice zeroed; shapes equal mask sums."""
@@ -126,7 +127,7 @@ def test_pruned_equals_zero_slice_emulation(family: str, data: st.DataObject) ->
     assert_no_sharing(case.model, pruned)
 
 
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(chains())
 def test_unmasked_apply_is_a_copy(case: Case) -> None:
     """With no masks the result computes the same function and shares nothing with the input."""
@@ -135,7 +136,7 @@ def test_unmasked_apply_is_a_copy(case: Case) -> None:
     assert_no_sharing(case.model, pruned)
 
 
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(chains())
 def test_graphmodule_input_gives_the_same_result(case: Case) -> None:
     """A user-traced GraphModule is accepted, left unchanged, and pruned like its module."""
@@ -149,7 +150,7 @@ def test_graphmodule_input_gives_the_same_result(case: Case) -> None:
     assert_no_sharing(traced, b)
 
 
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(chains())
 def test_apply_is_deterministic_and_forward_independent(case: Case) -> None:
     """Same model and masks give bit-identical results, whether or not a forward pass ran in between."""
@@ -227,7 +228,7 @@ def _avg_padded(step: Any) -> bool:
 
 
 @FAMILY
-@settings(max_examples=30)
+@settings(max_examples=examples(30))
 @given(data=st.data())
 def test_fold_bias_equals_zeroed_rows_and_reference(family: str, data: st.DataObject) -> None:
     """fold_bias reproduces the reference's masked model, and its pruned model where the reference is correct."""
@@ -256,7 +257,7 @@ def test_fold_bias_equals_zeroed_rows_and_reference(family: str, data: st.DataOb
 
 
 @FAMILY
-@settings(max_examples=20)
+@settings(max_examples=examples(20))
 @given(data=st.data())
 def test_default_equals_reference_with_prune_bias(family: str, data: st.DataObject) -> None:
     """Default semantics equal the reference with prune_bias=True wherever the reference applies."""

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
+from strategies import examples
 from hypothesis import strategies as st
 from model_strategies import zero_slices
 from torch import Tensor, nn
@@ -15,11 +16,6 @@ from torch import Tensor, nn
 from fprune import analyze, apply_patterns, load_plan, score_l1, topk_mask, trace
 from fprune.errors import UnprunableError
 from fprune.plan import Plan
-
-
-def _examples(ci_count: int) -> int:
-    """Example count scaled by the loaded profile (ci: 25 per property; thorough: 500)."""
-    return max(1, ci_count * settings.default.max_examples // 25)
 
 
 # --------------------------------------------------------------------------------------
@@ -162,7 +158,7 @@ def _check_exact(model: nn.Module, masks: dict[str, Tensor], x: Tensor) -> nn.Mo
 # Tests
 
 
-@settings(max_examples=_examples(20))
+@settings(max_examples=examples(20))
 @given(
     heads=st.integers(2, 4),  # with one head, view(b, n, 1, hd) reads as a plain reshape: refused
     head_dim=st.integers(1, 3),
@@ -218,7 +214,7 @@ def test_softmax_over_heads_is_refused() -> None:
         apply_patterns(model, {"attn.qkv": torch.tensor([True, False])})
 
 
-@settings(max_examples=_examples(15))
+@settings(max_examples=examples(15))
 @given(c=st.integers(2, 5), seed=st.integers(0, 2**16))
 def test_residual_concat_depthwise_se_exact(c: int, seed: int) -> None:
     """Concat, residual add, depthwise conv + BN and an SE gate prune exactly and consistently."""
@@ -235,7 +231,7 @@ def test_residual_concat_depthwise_se_exact(c: int, seed: int) -> None:
     assert pruned.get_submodule("head").in_features == 4 * kept
 
 
-@settings(max_examples=_examples(15))
+@settings(max_examples=examples(15))
 @given(c=st.integers(2, 5), seed=st.integers(0, 2**16))
 def test_functional_batch_norm_se_residual_exact(c: int, seed: int) -> None:
     """A traced-through BatchNorm subclass, depthwise conv, SE gate and residual prune exactly."""
