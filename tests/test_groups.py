@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
-from strategies import examples
 from hypothesis import strategies as st
 from torch import nn
 
 import models as zoo
+from strategies import examples
 from fprune.groups import DEFAULT_OPTIONS, Block, ChannelGroup, Options, analyze, describe
 from fprune.trace import trace
 from model_strategies import FAMILIES, Case, chains

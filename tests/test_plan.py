@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 import torch
 from hypothesis import given, settings
-from strategies import examples
 from hypothesis import strategies as st
 from toolz import pipe
 from torch import nn
 
 import models as zoo
+from strategies import examples
 from fprune import apply_patterns, load_plan, score_l1, topk_mask
 from fprune.errors import FpruneError, FpruneWarning, PlanFormatError, PlanMismatchError
 from fprune.groups import Options, analyze

@@ -11,13 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import event, given, settings
-from strategies import examples
 from hypothesis import strategies as st
 from toolz import compose_left, pipe
 from torch import Tensor, nn
 from torch.fx import GraphModule
 
 import models as zoo
+from strategies import examples
 from fprune import apply_patterns, score_l1, topk_mask
 from fprune.errors import (
     FpruneError,

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
-from strategies import examples
 from hypothesis import strategies as st
 from model_strategies import zero_slices
 from torch import Tensor, nn
 
+from strategies import examples
 from fprune import analyze, apply_patterns, load_plan, score_l1, topk_mask, trace
 from fprune.errors import UnprunableError
 from fprune.plan import Plan
