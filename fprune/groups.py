@@ -42,6 +42,8 @@ from torch.fx import GraphModule, Node
 from torch.nn.utils import parametrize
 from typing_extensions import TypeAlias
 
+from fprune.trace import attribute
+
 __all__ = [
     "Edit",
     "Seg",
@@ -65,7 +67,6 @@ class Seg:
 
     space: int  # raw channel-space id (resolved through the union-find)
     size: int  # number of channels in the space
-    inner: int = 1  # consecutive indices per channel (flatten expansion)
     path: tuple[str, ...] = ()  # unary nodes applied since the producer (bias folding)
 
 
@@ -84,7 +85,7 @@ class Layout:
         """Length of the dimension, when known."""
         if self.factor is None:
             return None
-        return sum(s.size * s.inner for s in self.segs) * self.factor
+        return sum(s.size for s in self.segs) * self.factor
 
 
 @dataclass(frozen=True)
@@ -395,7 +396,7 @@ def _segs(value: Value) -> tuple[Seg, ...]:
 def _layout_key(layout: Layout | None) -> object:
     if layout is None:
         return None
-    return (layout.dim, tuple((s.space, s.size, s.inner) for s in layout.segs), layout.factor)
+    return (layout.dim, tuple((s.space, s.size) for s in layout.segs), layout.factor)
 
 
 def _node_args(node: Node) -> Iterator[Node]:
@@ -471,7 +472,7 @@ def _binary(state: _State, node: Node) -> Value:
         if (
             other.dim != first.dim
             or other.factor != first.factor
-            or [(s.size, s.inner) for s in other.segs] != [(s.size, s.inner) for s in first.segs]
+            or [s.size for s in other.segs] != [s.size for s in first.segs]
         ):
             state.unknown(node, "combines tensors whose channel layouts differ")
             return None
@@ -520,7 +521,7 @@ def _in_width(module: Any) -> int:
 
 def _resolve(state: _State, node: Node, layout: Layout, width: int) -> Layout | None:
     """Fixes an unknown flatten factor from the consumer's input width; None if inconsistent."""
-    base = sum(s.size * s.inner for s in layout.segs)
+    base = sum(s.size for s in layout.segs)
     factor = layout.factor
     if factor is None and width % base == 0:
         factor = width // base
@@ -838,7 +839,7 @@ def _reshape(state: _State, node: Node) -> Value:
         trailing += 1
         if product >= (layout.width or 0):
             break
-    single = len(layout.segs) == 1 and layout.segs[0].inner == 1 and layout.factor == 1
+    single = len(layout.segs) == 1 and layout.factor == 1
     if layout.dim == -1 and single and trailing >= 1 and product == layout.width:
         while trailing > 1 and shape[-trailing] == 1:
             trailing -= 1  # leading size-1 dims of the split are outer dims of size 1
@@ -872,7 +873,7 @@ def _channel_size_arg(state: _State, node: Node, layout: Layout, shape: list[Any
         for seg in layout.segs:
             state.edits.append(Edit(node.name, paths[p], "minus_one", seg.space))
         return True
-    single = len(layout.segs) == 1 and layout.segs[0].inner == 1 and layout.factor == 1
+    single = len(layout.segs) == 1 and layout.factor == 1
     if single and not merged and size == layout.width:
         state.edits.append(Edit(node.name, paths[p], "count", layout.segs[0].space))
         return True
@@ -1144,7 +1145,7 @@ def _functional_batch_norm(state: _State, node: Node) -> Value:
     if layout.rank is None or layout.rank + layout.dim != 1:
         state.unknown(node, f"normalises dim 1 but the pruned channels are on dim {layout.dim}")
         return None
-    width = _lookup_tensor(state, reads[0]).shape[0]
+    width = attribute(state.gm, str(reads[0].target)).shape[0]
     resolved = _resolve(state, node, layout, int(width))
     if resolved is None:
         return None
@@ -1154,22 +1155,11 @@ def _functional_batch_norm(state: _State, node: Node) -> Value:
     return resolved
 
 
-def _lookup_tensor(state: _State, node: Node) -> Any:
-    obj: Any = state.gm
-    for part in str(node.target).split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def _functional_prelu(state: _State, node: Node) -> Value:
     """F.prelu(x, weight): a single slope acts elementwise; a per-channel weight cannot be sliced."""
     source, weight = _arg(node, 0, "input", None), _arg(node, 1, "weight", None)
     layout = state.values.get(source) if isinstance(source, Node) else None
-    slope: Any = None
-    if isinstance(weight, Node) and weight.op == "get_attr":
-        slope = state.gm
-        for part in str(weight.target).split("."):
-            slope = getattr(slope, part, None)
+    slope = attribute(state.gm, str(weight.target)) if isinstance(weight, Node) and weight.op == "get_attr" else None
     if isinstance(layout, Layout) and isinstance(slope, torch.Tensor) and slope.numel() == 1:
         return _with_path(layout, node)
     state.unknown(node, "F.prelu with a weight that is not a single slope read from the model cannot be "

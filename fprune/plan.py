@@ -41,7 +41,7 @@ from fprune.errors import (
     UnprunableError,
 )
 from fprune.groups import DEFAULT_OPTIONS, Analysis, ChannelGroup, Options, analyze
-from fprune.rewrite import group_masks, index_maps, plan_rewrite
+from fprune.rewrite import applied_masks, group_masks, index_maps
 from fprune.scores import lstm_unit_rows, score_tensor
 from fprune.slicing import spec_for
 from fprune.trace import trace
@@ -98,8 +98,7 @@ class Plan:
     def params(self) -> dict[str, list[dict[str, Any]]]:
         """Every parameter and buffer whose shape changes: fqn -> [{"dim", "keep"}], keep sorted."""
         by_group = {self.analysis.by_producer[k]: m.detach().cpu() for k, m in self.masks.items() if not bool(m.all())}
-        if self.options.fold_bias:  # groups the fold keeps at full size change no shape
-            by_group = dict(plan_rewrite(self.analysis, by_group, self.options).masks)
+        by_group = applied_masks(self.analysis, by_group, self.options)  # fold_bias may keep groups whole
         out: dict[str, list[dict[str, Any]]] = {}
         for module, index in index_maps(self.analysis, by_group).items():
             for tensor, dims in index.items():
@@ -225,7 +224,7 @@ def _norm_scores(scorer: Scorer, analysis: Analysis, group: ChannelGroup, module
             continue
         offset, factor = 0, role.in_layout.factor or 1
         for seg in role.in_layout.segs:
-            width = seg.size * seg.inner * factor
+            width = seg.size * factor
             if analysis.space_group[seg.space] == index:
                 rows = weight.detach()[offset:offset + width].reshape(seg.size, -1)
                 parts.append(score_tensor(scorer, rows, name=f"{name}.weight"))

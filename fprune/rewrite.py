@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import functools
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -43,12 +42,21 @@ from fprune.errors import (
 )
 from fprune.groups import Analysis, Layout, Options, analyze
 from fprune.slicing import IndexMap, slice_tensor, spec_for
-from fprune.trace import trace
+from fprune.trace import attribute, trace
 
 if TYPE_CHECKING:
     from fprune.plan import Plan
 
-__all__ = ["apply_patterns", "index_maps", "group_masks", "expand", "plan_rewrite", "Rewrite", "apply_constants"]
+__all__ = [
+    "apply_patterns",
+    "index_maps",
+    "group_masks",
+    "expand",
+    "applied_masks",
+    "plan_rewrite",
+    "Rewrite",
+    "apply_constants",
+]
 
 
 def group_masks(analysis: Analysis, masks: Mapping[str, Tensor], options: Options) -> dict[int, Tensor]:
@@ -130,7 +138,7 @@ def expand(analysis: Analysis, layout: Layout | None, masks: Mapping[int, Tensor
         mask = analysis.space_mask(seg.space, masks)
         if mask is None:
             mask = torch.ones(seg.size, dtype=torch.bool)
-        parts.append(mask.repeat_interleave(seg.inner * factor) if seg.inner * factor != 1 else mask)
+        parts.append(mask.repeat_interleave(factor) if factor != 1 else mask)
     return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
@@ -247,6 +255,13 @@ class Rewrite:
     constants: tuple[tuple[str, tuple[int, ...], int], ...]  # (node, argument path, new value)
 
 
+def applied_masks(analysis: Analysis, masks: Mapping[int, Tensor], options: Options) -> dict[int, Tensor]:
+    """The masks a rewrite applies: under ``fold_bias``, without the groups the fold keeps whole."""
+    if not (options.fold_bias and masks):
+        return dict(masks)
+    return _fold(analysis, dict(masks), dict(analysis.graph.named_modules()))[0]
+
+
 def plan_rewrite(analysis: Analysis, masks: Mapping[int, Tensor], options: Options) -> Rewrite:
     """The data of a rewrite: masks keyed by group index, under `options` (see :class:`Rewrite`).
 
@@ -349,7 +364,7 @@ def _rewrite(analysis: Analysis, masks: dict[int, Tensor], options: Options, own
             if _has_ancestor(target, cloned):
                 continue  # cloned with its ancestor
             parent, _, field = target.rpartition(".")
-            new = _clone(_lookup(gm, target), memo)
+            new = _clone(attribute(gm, target), memo)
             owner = out.get_submodule(parent)
             if isinstance(new, nn.Module) and field in owner._modules:
                 owner._modules[field] = new  # skips nn.Module.__setattr__'s bookkeeping
@@ -405,13 +420,6 @@ def _has_ancestor(target: str, done: set[str]) -> bool:
         if prefix in done:
             return True
     return False
-
-
-def _lookup(root: nn.Module, target: str) -> Any:
-    obj: Any = root
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 _PLAIN_CONTAINERS = (dict, OrderedDict, list, set)
@@ -536,12 +544,12 @@ def _group_deltas(
             offset = 0
             factor = layout.factor or 1
             for seg in layout.segs:
-                width = seg.size * seg.inner * factor
+                width = seg.size * factor
                 if analysis.space_group[seg.space] == index:
                     const = base
                     for node_name in seg.path:
                         const = _evaluate(nodes[node_name], const, modules)
-                    k = seg.inner * factor
+                    k = factor
                     cols = offset + (removed.nonzero().squeeze(1) * k).repeat_interleave(k) + torch.arange(
                         k, device=weight.device).repeat(int(removed.sum()))
                     columns = weight.index_select(1, cols)
@@ -577,7 +585,7 @@ def _evaluate(node: Node, value: Tensor, modules: Mapping[str, Any]) -> Tensor:
         if not isinstance(a, Node):
             return a
         if a.op == "get_attr":
-            return functools.reduce(getattr, str(a.target).split("."), modules[""])
+            return attribute(modules[""], str(a.target))
         return value
 
     args = [operand(a) for a in node.args]

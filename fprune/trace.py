@@ -2,7 +2,9 @@
 
 Example:
     >>> import torch
-    >>> from torch import nn
+    >>> from typing import Any
+
+from torch import nn
     >>> gm = trace(nn.Sequential(nn.Linear(2, 3), nn.ReLU()))
     >>> isinstance(gm, torch.fx.GraphModule)
     True
@@ -12,13 +14,15 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.fx import GraphModule
 
 from fprune.errors import InvalidTypeError, TraceError
 
-__all__ = ["trace"]
+__all__ = ["trace", "attribute"]
 
 
 def trace(model: nn.Module) -> GraphModule:
@@ -50,3 +54,17 @@ def trace(model: nn.Module) -> GraphModule:
             "untraceable submodules as leaves, or torch.fx.symbolic_trace(model, concrete_args=...)) "
             "and pass the GraphModule instead"
         ) from exc
+
+
+def attribute(root: nn.Module, target: str) -> Any:
+    """The object an fx target names under `root` (``"features.0.weight"``: a submodule, a tensor).
+
+    Example:
+        >>> from torch import nn
+        >>> attribute(nn.Sequential(nn.Linear(2, 3)), "0.weight").shape
+        torch.Size([3, 2])
+    """
+    obj: Any = root
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
