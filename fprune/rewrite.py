@@ -271,7 +271,7 @@ def plan_rewrite(analysis: Analysis, masks: Mapping[int, Tensor], options: Optio
         >>> from fprune import Options, analyze, trace
         >>> net = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 1))
         >>> change = plan_rewrite(analyze(trace(net)), {0: torch.tensor([True, False, True, True])}, Options())
-        >>> {m: {t: tuple(v.shape) for t, v in ts.items()} for m, ts in sorted(change.tensors.items())}
+        >>> {m: {t: tuple(v.shape) for t, v in sorted(ts.items())} for m, ts in sorted(change.tensors.items())}
         {'0': {'bias': (3,), 'weight': (3, 2)}, '2': {'weight': (1, 3)}}
         >>> change.attrs["0"]["out_features"], net[0].out_features  # the model is untouched
         (3, 4)
@@ -286,11 +286,11 @@ def plan_rewrite(analysis: Analysis, masks: Mapping[int, Tensor], options: Optio
     attrs: dict[str, dict[str, Any]] = {}
     positions: dict[int, Tensor] = {}  # id(keep-mask) -> its kept indices, computed once per mask
     with torch.no_grad():
-        for name in maps.keys() | full.keys():
+        for name in dict.fromkeys([*maps, *full]):  # ordered: the rewrite is deterministic
             module = modules[name]
             index, edits = maps.get(name, {}), full.get(name, {})
             new_tensors: dict[str, Tensor] = {}
-            for tname in index.keys() | edits.keys():
+            for tname in dict.fromkeys([*index, *edits]):
                 original = getattr(module, tname)
                 dims = {d: _positions(keep, positions) for d, keep in index.get(tname, {}).items()}
                 new = slice_tensor(edits[tname] if tname in edits else original, dims)
@@ -372,7 +372,7 @@ def _rewrite(analysis: Analysis, masks: dict[int, Tensor], options: Options, own
                 setattr(owner, field, new)
             cloned.add(target)
     apply_constants(out, change.constants)
-    for name in change.tensors.keys() | change.attrs.keys():
+    for name in dict.fromkeys([*change.tensors, *change.attrs]):
         module = out.get_submodule(name)
         for tname, tensor in added.get(name, {}).items():
             setattr(module, tname, tensor)
