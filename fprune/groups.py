@@ -146,12 +146,13 @@ class Options:
 
     Example:
         >>> Options(prune_outputs=True)
-        Options(prune_outputs=True, approximate=False, fold_bias=False)
+        Options(prune_outputs=True, approximate=False, fold_bias=False, strict=False)
     """
 
     prune_outputs: bool = False  # allow pruning channels that reach the graph output
     approximate: bool = False  # allow groups whose removal is not exact (LayerNorm over them)
     fold_bias: bool = False  # fold act(bias) of removed channels into consumers (reference prune_bias=False)
+    strict: bool = False  # an op the analysis does not understand is an error, not a warning
 
     def tolerates(self, kind: BlockKind) -> bool:
         """Whether a block of this kind still allows pruning."""

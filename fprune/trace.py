@@ -2,9 +2,7 @@
 
 Example:
     >>> import torch
-    >>> from typing import Any
-
-from torch import nn
+    >>> from torch import nn
     >>> gm = trace(nn.Sequential(nn.Linear(2, 3), nn.ReLU()))
     >>> isinstance(gm, torch.fx.GraphModule)
     True
