@@ -15,7 +15,7 @@ Scores, masks and rewrites are pure functions that compose with toolz::
 from fprune import errors
 from fprune.groups import ChannelGroup, Options, analyze
 from fprune.masks import global_topk_mask, threshold_mask, topk_mask
-from fprune.plan import Plan, Scored, load_plan, score_model
+from fprune.plan import Plan, Scored, load_plan, score_model, score_with
 from fprune.rewrite import apply_patterns
 from fprune.scores import (
     score_bn_scale,
@@ -27,6 +27,7 @@ from fprune.scores import (
     score_taylor,
     score_tensor,
 )
+from fprune.select import ignore
 from fprune.summary import Summary, summary
 from fprune.trace import trace
 from fprune.types import Mask, MaskFn, Scorer, Scores
@@ -42,6 +43,8 @@ __all__ = [
     "score_lstm",
     "score_tensor",
     "score_model",
+    "score_with",
+    "ignore",
     "topk_mask",
     "threshold_mask",
     "global_topk_mask",

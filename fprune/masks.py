@@ -29,8 +29,8 @@ import functools
 import math
 import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import MISSING, dataclass, fields
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields
 from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar, Literal, overload
 
@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 from typing_extensions import TypeAlias
 
+from fprune._names import check_patterns, name_matches
 from fprune.errors import InvalidArgumentError, InvalidTypeError, InvalidWeightError
 from fprune.types import Mask, Scores
 
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Normalize",
+    "Producers",
     "TopK",
     "Threshold",
     "GlobalTopK",
@@ -55,6 +57,7 @@ __all__ = [
 ]
 
 Normalize: TypeAlias = Literal["mean", "max", "l2", "none"]  # per-vector scaling before ranking
+Producers: TypeAlias = Mapping[str, Sequence[str]]  # vector (group) name -> fqns of the modules producing it
 _NORMALIZE_CHOICES = ("mean", "max", "l2", "none")
 _DIVISORS: Mapping[str, Callable[[Tensor], Tensor]] = MappingProxyType(
     {  # |scores| -> the positive constant a vector is divided by ("none" divides by nothing)
@@ -109,6 +112,44 @@ def _check_count(value: object, name: str, factory: str, minimum: int) -> int:
             f"{name}={max(minimum, 1)}."
         )
     return value
+
+
+def _check_per_module(value: object, factory: str) -> tuple[tuple[str, float], ...]:
+    """Checks a mapping (or pairs) module name or glob -> sparsity; returns the pairs in order."""
+    example = "per_module={'layer4.*': 0.7, 'fc1': 0.2}"
+    pairs: list[tuple[object, object]] | None = None
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, Iterable) and not isinstance(value, (str, bytes)):  # pairs, as the field stores them
+        pairs = list(value)
+    if pairs is None or not all(isinstance(p, tuple) and len(p) == 2 for p in pairs):
+        raise InvalidTypeError(
+            f"{factory} expects per_module to be a mapping module name or glob -> sparsity; got "
+            f"{type(value).__name__} ({value!r}). Fix: pass e.g. {example}."
+        )
+    out: list[tuple[str, float]] = []
+    for key, fraction in pairs:
+        if not isinstance(key, str) or not key:
+            raise InvalidTypeError(
+                f"{factory} expects the keys of per_module to be module names or globs (non-empty str); "
+                f"got {key!r}. Fix: pass e.g. {example}."
+            )
+        if any(key == seen for seen, _ in out):
+            raise InvalidArgumentError(
+                f"{factory} got the per_module key {key!r} twice. Fix: give each key once; the first "
+                "key matching a group wins."
+            )
+        out.append((key, _check_fraction(fraction, f"per_module[{key!r}]", factory)))
+    return tuple(out)
+
+
+def _check_producers(producers: object, where: str) -> Producers:
+    if not isinstance(producers, Mapping):
+        raise InvalidTypeError(
+            f"{where} expects producers as a mapping name -> module names; got "
+            f"{type(producers).__name__}. Fix: pass e.g. {{'conv1': ('conv1',)}}, or leave it out."
+        )
+    return {name: (value,) if isinstance(value, str) else tuple(value) for name, value in producers.items()}
 
 
 def _check_scores(scores: object, where: str) -> Tensor:
@@ -203,8 +244,15 @@ class _MaskRule(ABC):
     def select(self, scores: Scores) -> Mask:
         """Maps one score vector to a keep-mask."""
 
-    def select_many(self, scores: Mapping[str, Scores]) -> dict[str, Mask]:
-        """Applies :meth:`select` to every named score vector independently."""
+    def select_many(
+        self, scores: Mapping[str, Scores], *, producers: Producers | None = None
+    ) -> dict[str, Mask]:
+        """Applies :meth:`select` to every named score vector independently.
+
+        ``producers`` (vector name -> the modules producing it) is what
+        :func:`fprune.plan.plan_from_scored` passes to every fprune rule; only
+        ``topk_mask(per_module=...)`` uses it.
+        """
         if not isinstance(scores, Mapping):
             raise InvalidTypeError(
                 f"{self!r}.select_many expects a mapping name -> scores; got "
@@ -231,7 +279,8 @@ class _MaskRule(ABC):
         for f in fields(self):  # type: ignore[arg-type]  # every subclass is a dataclass
             value = getattr(self, f.name)
             if f.default is MISSING or value != f.default:
-                parts.append(f"{f.name}={value!r}")
+                shown = f.metadata["show"](value) if "show" in f.metadata else value
+                parts.append(f"{f.name}={shown!r}")
         return f"{self._factory}({', '.join(parts)})"
 
 
@@ -241,21 +290,76 @@ class TopK(_MaskRule):
 
     _factory: ClassVar[str] = "topk_mask"
 
-    sparsity: float  # fraction of channels to prune, in [0, 1)
+    sparsity: float  # fraction of channels to prune, in [0, 1); groups no per_module key matches
     round_to: int = 1  # the kept count is rounded up to a multiple of this
     min_keep: int = 1  # at least this many channels are kept (capped at n)
+    per_module: tuple[tuple[str, float], ...] = field(  # (module name or glob, sparsity), first match wins
+        default=(), metadata={"show": dict}
+    )
 
     def __post_init__(self) -> None:
         sparsity = _check_fraction(self.sparsity, "sparsity", "topk_mask")
         object.__setattr__(self, "sparsity", sparsity)
         _check_count(self.round_to, "round_to", "topk_mask", 1)
         _check_count(self.min_keep, "min_keep", "topk_mask", 0)
+        object.__setattr__(self, "per_module", _check_per_module(self.per_module, "topk_mask"))
 
     def select(self, scores: Scores) -> Mask:
-        """Keeps all but the lowest scores; see :func:`topk_mask`."""
-        values = _check_scores(scores, repr(self))
+        """Keeps all but the lowest scores at the default ``sparsity``; see :func:`topk_mask`."""
+        return self._select(scores, self.sparsity, repr(self))
+
+    def select_many(
+        self, scores: Mapping[str, Scores], *, producers: Producers | None = None
+    ) -> dict[str, Mask]:
+        """Each named vector at its own sparsity (``per_module`` matched against its producers)."""
+        if not isinstance(scores, Mapping):
+            raise InvalidTypeError(
+                f"{self!r}.select_many expects a mapping name -> scores; got "
+                f"{type(scores).__name__}. Fix: pass e.g. {{'conv1': scores}}."
+            )
+        fractions = self.sparsities(list(scores), producers)
+        return {
+            name: self._select(value, fractions[name], f"{self!r} on scores[{name!r}]")
+            for name, value in scores.items()
+        }
+
+    def sparsities(self, names: Sequence[str], producers: Producers | None = None) -> dict[str, float]:
+        """The sparsity each named vector gets: the first ``per_module`` key matching one of its producers.
+
+        Without ``producers`` a vector's own name stands for its producer.
+
+        Raises:
+            InvalidArgumentError: a key matches none of the producers (of the names, without
+                ``producers``).
+
+        Example:
+            >>> rule = topk_mask(0.5, per_module={"layer4": 0.7, "fc*": 0.2})
+            >>> rule.sparsities(["conv1", "layer4.0.conv1", "fc"])
+            {'conv1': 0.5, 'layer4.0.conv1': 0.7, 'fc': 0.2}
+        """
+        if not self.per_module:
+            return dict.fromkeys(names, self.sparsity)
+        if producers is None:
+            owners: Producers = {name: (name,) for name in names}
+            what = "score name"
+        else:
+            owners = _check_producers(producers, f"{self!r}.select_many")
+            what = "producer of a channel group of the model"
+        known = list(dict.fromkeys(p for group in owners.values() for p in group))
+        check_patterns([key for key, _ in self.per_module], known, f"{self!r}, per_module", what)
+        return {
+            name: next(
+                (fraction for key, fraction in self.per_module
+                 if any(name_matches(p, key) for p in owners.get(name, (name,)))),
+                self.sparsity,
+            )
+            for name in names
+        }
+
+    def _select(self, scores: object, sparsity: float, where: str) -> Mask:
+        values = _check_scores(scores, where)
         n = values.numel()
-        keep = max(n - int(n * self.sparsity), min(self.min_keep, n))
+        keep = max(n - int(n * sparsity), min(self.min_keep, n))
         return _prune_lowest(values, n - _round_kept(n, keep, self.round_to))
 
 
@@ -322,8 +426,10 @@ class GlobalTopK(_MaskRule):
         """One vector ranked alone: ``select_many`` with a single entry."""
         return self._select(((repr(self), scores),))[0]
 
-    def select_many(self, scores: Mapping[str, Scores]) -> dict[str, Mask]:
-        """Ranks all named vectors jointly; see :func:`global_topk_mask`."""
+    def select_many(
+        self, scores: Mapping[str, Scores], *, producers: Producers | None = None
+    ) -> dict[str, Mask]:
+        """Ranks all named vectors jointly; see :func:`global_topk_mask` (``producers`` is unused)."""
         if not isinstance(scores, Mapping):
             raise InvalidTypeError(
                 f"{self!r}.select_many expects a mapping name -> scores; got "
@@ -349,7 +455,13 @@ class GlobalTopK(_MaskRule):
 # --------------------------------------------------------------------------- factories
 
 
-def topk_mask(sparsity: float, *, round_to: int = 1, min_keep: int = 1) -> TopK:
+def topk_mask(
+    sparsity: float,
+    *,
+    round_to: int = 1,
+    min_keep: int = 1,
+    per_module: Mapping[str, float] | None = None,
+) -> TopK:
     """Prunes a fixed fraction of channels, the lowest scores first.
 
     For ``n`` scores the rule prunes ``int(n * sparsity)`` channels, so with
@@ -365,18 +477,32 @@ def topk_mask(sparsity: float, *, round_to: int = 1, min_keep: int = 1) -> TopK:
     stable ascending sort, the first ``n - keep`` pruned).  Does not modify
     the scores.
 
+    ``per_module`` gives some channel groups their own sparsity (``round_to``
+    and ``min_keep`` still apply).  Keys are module names or :mod:`fnmatch`
+    globs, matched like :func:`fprune.ignore` matches them (a name also covers
+    the modules inside it), against **every** producer of a group (a residual
+    sum has several); the **first** matching key, in the mapping's order,
+    wins, and groups no key matches get ``sparsity``.  On a scored model the
+    keys are checked against the producers of all its groups: a key matching
+    none raises.  On plain named vectors (``select_many`` without
+    ``producers``) a vector's name stands for its producer; a single vector
+    (``select``) always gets ``sparsity``.
+
     Args:
-        sparsity: fraction to prune, ``0 <= sparsity < 1``.
+        sparsity: fraction to prune, ``0 <= sparsity < 1``; the default for every group.
         round_to: the kept count is a multiple of this (unless capped at ``n``).
         min_keep: at least this many channels are kept (``0`` allows none).
+        per_module: module name or glob -> fraction to prune (each ``0 <= s < 1``).
 
     Returns:
         A frozen :class:`TopK` value; ``repr`` reads like this call.
 
     Raises:
         InvalidTypeError: an argument has the wrong type (e.g. ``True``).
-        InvalidArgumentError: ``sparsity`` outside ``[0, 1)`` or NaN,
-            ``round_to < 1``, ``min_keep < 0``.
+        InvalidArgumentError: ``sparsity`` or a ``per_module`` value outside
+            ``[0, 1)`` or NaN, ``round_to < 1``, ``min_keep < 0``; when the
+            rule runs, a ``per_module`` key matching no producer (the message
+            lists the closest names).
 
     Example:
         >>> import torch
@@ -388,8 +514,14 @@ def topk_mask(sparsity: float, *, round_to: int = 1, min_keep: int = 1) -> TopK:
         topk_mask(sparsity=0.5, round_to=4)
         >>> topk_mask(0.5, round_to=4)(s).sum().item()
         4
+        >>> rule = topk_mask(0.5, per_module={"fc1": 0.25})
+        >>> rule
+        topk_mask(sparsity=0.5, per_module={'fc1': 0.25})
+        >>> {k: int(m.sum()) for k, m in rule.select_many({"fc1": torch.rand(8), "fc2": torch.rand(8)}).items()}
+        {'fc1': 6, 'fc2': 4}
     """
-    return TopK(sparsity=sparsity, round_to=round_to, min_keep=min_keep)
+    pairs = () if per_module is None else _check_per_module(per_module, "topk_mask")
+    return TopK(sparsity=sparsity, round_to=round_to, min_keep=min_keep, per_module=pairs)
 
 
 def threshold_mask(threshold: float, *, min_keep: int = 1) -> Threshold:

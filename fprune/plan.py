@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -39,10 +39,11 @@ from fprune.errors import (
     PlanFormatError,
     PlanMismatchError,
     UnprunableError,
+    UnsupportedModelError,
 )
 from fprune.groups import DEFAULT_OPTIONS, Analysis, ChannelGroup, Options, analyze
 from fprune.rewrite import applied_masks, group_masks, index_maps
-from fprune.scores import lstm_unit_rows, score_tensor
+from fprune.scores import _check_scorer, lstm_unit_rows, score_tensor
 from fprune.slicing import spec_for
 from fprune.trace import trace
 from fprune.types import Mask, MaskFn, Scorer, Scores
@@ -50,7 +51,7 @@ from fprune.types import Mask, MaskFn, Scorer, Scores
 if TYPE_CHECKING:
     from torch.fx import GraphModule
 
-__all__ = ["Scored", "Plan", "score_model", "plan_from_scored", "load_plan", "FORMAT"]
+__all__ = ["Scored", "Plan", "ScoreStage", "score_model", "score_with", "plan_from_scored", "load_plan", "FORMAT"]
 
 FORMAT = "fprune.plan/1"
 
@@ -131,7 +132,11 @@ def score_model(scorer: Scorer, model: nn.Module, options: Options = DEFAULT_OPT
     """Lifts a scorer to a model: one score vector per prunable channel group.
 
     Groups that cannot be pruned under `options` are left out, with one
-    :class:`fprune.errors.FpruneWarning` naming each and saying why.  A group
+    :class:`fprune.errors.FpruneWarning` naming each and saying why; under
+    ``Options(strict=True)`` a group left out because an op the analysis has
+    no rule for reads its channels (a block of kind ``"unknown"``) is an
+    error instead, while groups reaching the output or not removable exactly
+    (kinds ``"output"``, ``"inexact"``) still only warn.  A group
     coupling several producers (a residual add) sums their scores.  An LSTM
     unit's score combines its rows in all four gates and every layer.  A
     ``source="norm"`` scorer reads the per-channel scale of the group's
@@ -145,8 +150,15 @@ def score_model(scorer: Scorer, model: nn.Module, options: Options = DEFAULT_OPT
         >>> net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
         >>> list(score_model(score_l2, net, Options(prune_outputs=True)).scores)
         ['0', '2']
+
+    Raises:
+        UnsupportedModelError: under ``strict``, an op without a rule reads the channels of
+            some group; the message names every such group, node and op.
+        InvalidTypeError, TraceError: `model` is not a module, or cannot be traced.
     """
     analysis = analyze(trace(model))
+    if options.strict:
+        _refuse_unknown(analysis)
     modules = dict(analysis.graph.named_modules())
     scores: dict[str, Scores] = {}
     skipped: list[str] = []
@@ -171,6 +183,100 @@ def score_model(scorer: Scorer, model: nn.Module, options: Options = DEFAULT_OPT
     return Scored(analysis, MappingProxyType(scores), scorer, options)
 
 
+def _refuse_unknown(analysis: Analysis) -> None:
+    """Raises naming every group blocked by an op the analysis does not understand (strict mode)."""
+    found = [
+        f"group {group.name!r}: {block.message}"
+        for group in analysis.groups
+        for block in group.blocks
+        if block.kind == "unknown"
+    ]
+    if found:
+        raise UnsupportedModelError(
+            f"strict=True: fprune has no exact rule for an op that reads pruned channels, in "
+            f"{len(found)} place(s): " + "; ".join(found) + ". Fix: restructure the model so that no such op "
+            "reads these channels, or score without strict=True to leave these groups unpruned with a warning."
+        )
+
+
+@dataclass(frozen=True, repr=False)
+class ScoreStage:
+    """A scorer lifted to models under fixed options; build it with :func:`score_with`."""
+
+    scorer: Scorer  # the rule scoring each group
+    options: Options = DEFAULT_OPTIONS  # what counts as prunable; carried on to the Plan and the rewrite
+
+    def __post_init__(self) -> None:
+        _check_scorer(self.scorer, "score_with")
+        if not isinstance(self.options, Options):
+            raise InvalidTypeError(
+                f"ScoreStage expects options to be an fprune.Options; got {type(self.options).__name__}. "
+                "Fix: build it with score_with(scorer, prune_outputs=True, ...)."
+            )
+
+    def __call__(self, model: nn.Module) -> Scored:
+        """``score_model(scorer, model, options)``: one score vector per prunable group."""
+        return score_model(self.scorer, model, self.options)
+
+    def __repr__(self) -> str:
+        switches = [
+            f"{f.name}={getattr(self.options, f.name)!r}"
+            for f in fields(Options)
+            if getattr(self.options, f.name) != getattr(DEFAULT_OPTIONS, f.name)
+        ]
+        return f"score_with({', '.join([repr(self.scorer), *switches])})"
+
+
+def score_with(
+    scorer: Scorer,
+    *,
+    prune_outputs: bool = False,
+    approximate: bool = False,
+    fold_bias: bool = False,
+    strict: bool = False,
+) -> ScoreStage:
+    """A scorer bound to :class:`fprune.Options`: a pipeline stage ``model -> Scored``.
+
+    ``score_with(scorer, **switches)(model)`` is
+    ``score_model(scorer, model, Options(**switches))``; the options travel
+    with the ``Scored`` value to the ``Plan`` and :func:`fprune.apply_patterns`,
+    so a pipeline needs them once.  Does not modify the model.
+
+    Args:
+        scorer: a :class:`fprune.Scorer` such as ``score_l1``.
+        prune_outputs: channels reaching the model output may be pruned.
+        approximate: groups whose removal is not exact (LayerNorm over them) may be pruned.
+        fold_bias: removed channels' ``act(bias)`` is folded into the consumers.
+        strict: an op the analysis does not understand reading a group's channels raises
+            :class:`fprune.errors.UnsupportedModelError` instead of a warning.
+
+    Returns:
+        A frozen :class:`ScoreStage`; ``repr`` reads like the call.
+
+    Raises:
+        InvalidTypeError: `scorer` is not a Scorer, or a switch is not a bool.
+
+    Example:
+        >>> from torch import nn
+        >>> from toolz import pipe
+        >>> from fprune import apply_patterns, score_l1, topk_mask
+        >>> stage = score_with(score_l1, prune_outputs=True, strict=True)
+        >>> stage
+        score_with(score_l1, prune_outputs=True, strict=True)
+        >>> net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 4))
+        >>> pipe(net, stage, topk_mask(0.5), apply_patterns).get_submodule("2").out_features
+        2
+    """
+    switches = {"prune_outputs": prune_outputs, "approximate": approximate, "fold_bias": fold_bias, "strict": strict}
+    for name, value in switches.items():
+        if not isinstance(value, bool):
+            raise InvalidTypeError(
+                f"score_with expects {name} to be a bool; got {type(value).__name__} ({value!r}). "
+                f"Fix: pass {name}=True or {name}=False."
+            )
+    return ScoreStage(scorer, Options(**switches))
+
+
 def _stages(analysis: Analysis, producer: str) -> tuple[tuple[int, int], ...]:
     space = analysis.roles[producer].out_space
     return analysis.space_stages[space] if space is not None and analysis.space_stages else ()
@@ -192,7 +298,8 @@ def _untile_mask(keep: Tensor, stages: tuple[tuple[int, int], ...]) -> Tensor:
 
 def _producer_scores(scorer: Scorer, name: str, module: Any, stages: tuple[tuple[int, int], ...] = ()) -> Scores:
     if stages:
-        weight = module.weight
+        source = spec_for(module).mask_source  # the tensor whose rows are the output channels
+        weight = getattr(module, source[0] if source is not None else "weight")
         with torch.no_grad():
             rows = _untile(weight.detach().flatten(1), stages)
             if scorer.needs_grad and weight.grad is not None:
@@ -227,13 +334,21 @@ def _norm_scores(scorer: Scorer, analysis: Analysis, group: ChannelGroup, module
             width = seg.size * factor
             if analysis.space_group[seg.space] == index:
                 rows = weight.detach()[offset:offset + width].reshape(seg.size, -1)
-                parts.append(score_tensor(scorer, rows, name=f"{name}.weight"))
+                stages = analysis.space_stages[seg.space] if analysis.space_stages else ()
+                parts.append(score_tensor(scorer, _untile(rows, stages), name=f"{name}.weight"))
             offset += width
     return parts
 
 
 def plan_from_scored(mask_fn: MaskFn, scored: Scored) -> Plan:
     """Applies a mask rule to every scored group (global rules rank them jointly).
+
+    The rule receives the score vectors keyed by group name.  fprune's own
+    rules (``topk_mask``, ``threshold_mask``, ``global_topk_mask``) also
+    receive the producers of every group of the model,
+    ``select_many(scores, producers={group: (fqn, ...)})``, which
+    ``topk_mask(per_group=...)`` matches its keys against; any other
+    :class:`fprune.MaskFn` is called as ``select_many(scores)``.
 
     Example:
         >>> from torch import nn
@@ -247,7 +362,14 @@ def plan_from_scored(mask_fn: MaskFn, scored: Scored) -> Plan:
             f"{mask_fn!r} expects a score tensor or a Scored value (e.g. score_l1(model)), "
             f"got {type(scored).__name__}; score the model first: pipe(model, score_l1, {mask_fn!r})"
         )
-    masks = mask_fn.select_many(dict(scored.scores))
+    from fprune.masks import _MaskRule
+
+    scores = dict(scored.scores)
+    if isinstance(mask_fn, _MaskRule):  # fprune's own rules may key on module names (topk_mask(per_group=...))
+        producers = {group.name: group.producers for group in scored.analysis.groups}
+        masks = mask_fn.select_many(scores, producers=producers)
+    else:  # a user-written MaskFn: the plain protocol
+        masks = mask_fn.select_many(scores)
     for name, mask in masks.items():
         expected = scored.scores[name].numel()
         if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.shape != (expected,):

@@ -25,6 +25,8 @@ __all__ = [
     "sparsities",
     "lstm_weights",
     "powers_of_two",
+    "layer_widths",
+    "examples",
 ]
 
 FLOAT_DTYPES = (torch.float32, torch.float64)  # the dtypes scorers and masks are tested in
@@ -123,6 +125,11 @@ def lstm_weights(
     hidden = draw(st.integers(1, max_hidden))
     inputs = draw(st.integers(1, max_in))
     return _randn((4 * hidden, inputs), draw(seeds()), torch.float64), hidden
+
+
+def layer_widths(min_layers: int = 2, max_layers: int = 5, max_width: int = 8) -> st.SearchStrategy[list[int]]:
+    """Feature widths of an MLP, input first: ``[w0, w1, ..., wk]`` for ``k`` Linear layers."""
+    return st.lists(st.integers(1, max_width), min_size=min_layers + 1, max_size=max_layers + 1)
 
 
 def examples(ci_count: int) -> int:
