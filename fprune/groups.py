@@ -42,6 +42,7 @@ from torch.fx import GraphModule, Node
 from torch.nn.utils import parametrize
 from typing_extensions import TypeAlias
 
+from fprune.modules import PrunedMultiheadAttention
 from fprune.trace import attribute
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "Seg",
     "Layout",
     "LSTMOut",
+    "AttnOut",
     "Role",
     "Block",
     "ChannelGroup",
@@ -98,6 +100,15 @@ class LSTMOut:
 
 
 @dataclass(frozen=True)
+class AttnOut:
+    """The (output, weights) pair of an ``nn.MultiheadAttention`` call: output carries `layout`."""
+
+    layout: Layout
+    heads: Seg  # the heads of the call, which the attention weights are averaged over
+    weights: Literal["none", "mean", "per_head"]  # what item 1 holds (need_weights, average_attn_weights)
+
+
+@dataclass(frozen=True)
 class Unbound:
     """The tuple returned by ``unbind``: every item carries `layout`."""
 
@@ -118,7 +129,7 @@ class ChannelSize:
     layout: Layout
 
 
-Value: TypeAlias = Union[Layout, LSTMOut, Unbound, ShapeOf, ChannelSize, None]
+Value: TypeAlias = Union[Layout, LSTMOut, AttnOut, Unbound, ShapeOf, ChannelSize, None]
 
 
 @dataclass(frozen=True)
@@ -319,12 +330,26 @@ class _State:
         """Re-expresses a space of outer*unit*inner channels as tiles of a coarser unit space.
 
         Channel ``o*unit*inner + u*inner + j`` of the space becomes unit ``u``: removing a unit
-        removes its rows in every outer block (e.g. q, k and v of one attention head).
+        removes its rows in every outer block (e.g. q, k and v of one attention head).  Tilings
+        nest: a space split into conv groups can be split again into the coarser groups of a
+        GroupNorm, in either order.  None when the tilings cannot be reconciled.
         """
         root = self.find(space)
         if root in self.tiles:
             unit, i, o = self.tiles[root]
-            return unit if (i, o, self.size[self.find(unit)]) == (inner, outer, unit_size) else None
+            if (i, o) == (inner, outer):
+                return unit if self.size[self.find(unit)] == unit_size else None
+            if o != outer:
+                return None
+            if inner % i == 0:  # coarser than the tiling there: tile its units in turn
+                return self.refine(unit, unit_size, inner // i, 1)
+            if i % inner == 0:  # finer: a level between the space and its units
+                fine = self.new_space(unit_size, "")
+                self.space_producers[fine] = []
+                self.tiles[root] = (fine, inner, outer)
+                self.tiles[fine] = (unit, i // inner, 1)
+                return fine
+            return None
         unit = self.new_space(unit_size, "")
         self.space_producers[unit] = self.space_producers[root]
         self.blocks[unit] = self.blocks[root]
@@ -389,6 +414,8 @@ def _add_tensor_role(state: _State, node: Node, tensor: Node, layout: Layout) ->
 def _segs(value: Value) -> tuple[Seg, ...]:
     if isinstance(value, Layout):
         return value.segs
+    if isinstance(value, AttnOut):
+        return value.layout.segs + (value.heads,)
     if isinstance(value, (LSTMOut, Unbound, ShapeOf, ChannelSize)):
         return value.layout.segs
     return ()
@@ -429,7 +456,7 @@ def _first_tracked(state: _State, node: Node) -> tuple[Layout | None, list[Node]
     layouts = [(a, state.values.get(a)) for a in _node_args(node)]
     tracked = [v for _, v in layouts if isinstance(v, Layout)]
     others = [a for a, v in layouts if v is None]
-    if len(tracked) != 1 or any(isinstance(v, LSTMOut) for _, v in layouts):
+    if len(tracked) != 1 or any(isinstance(v, (LSTMOut, AttnOut)) for _, v in layouts):
         return None, others
     return tracked[0], others
 
@@ -545,16 +572,46 @@ def _linear_or_conv(module_type: type[nn.Module]) -> Rule:
         module = state.module(node)
         if spatial and _is_depthwise(module):
             return _depthwise(state, node, -(spatial + 1))
-        if spatial and getattr(module, "groups", 1) != 1:
-            state.unknown(node, f"grouped convolution (groups={module.groups}) is not supported yet; "
-                          "leave it and its producers out of the masks")
-            return None
         if len(node.args) != 1 or node.kwargs:
             state.unknown(node)
             return None
+        if spatial and getattr(module, "groups", 1) != 1:
+            return _grouped(state, node, in_dim, base)
         return base(state, node)
 
     return rule
+
+
+def _grouped(state: _State, node: Node, dim: int, base: Rule) -> Value:
+    """A grouped convolution prunes whole conv groups: group j reads input block j, writes output block j.
+
+    Both sides are refined into units of one conv group, and the two unit spaces are merged, so
+    removing a unit removes its output rows and the producer's channels that feed it (like a
+    depthwise conv, of which this is the generalisation).
+    """
+    module = state.module(node)
+    g = int(module.groups)
+    out = base(state, node)
+    role = state.roles.get(str(node.target))
+    if not isinstance(out, Layout) or role is None or role.out_space is None:
+        return out
+    layout = role.in_layout
+    if layout is None:  # removing a conv group removes its input block, which nothing here can prune
+        state.block(out, "unknown", node, f"grouped convolution (groups={g}) whose input channels are not "
+                    "produced by a prunable module: its conv groups cannot be removed")
+        return out
+    in_unit = None  # refined first, so that the group is named after the producer upstream
+    if len(layout.segs) == 1 and layout.factor == 1:
+        in_unit = state.refine(layout.segs[0].space, g, int(module.in_channels) // g, 1)
+    out_unit = state.refine(role.out_space, g, int(module.out_channels) // g, 1)
+    if out_unit is None or in_unit is None or not state.union(in_unit, out_unit):
+        why = (f"grouped convolution (groups={g}) reads channels that do not split into its groups "
+               "(a concatenation, a flatten, or a split made elsewhere)")
+        state.block(layout, "unknown", node, why)
+        state.block(out, "unknown", node, why)
+        return out
+    state.block(layout, "fold", node, "a grouped convolution lies between producer and consumer")
+    return out
 
 
 def _is_depthwise(module: Any) -> bool:
@@ -603,6 +660,65 @@ def _lstm(state: _State, node: Node) -> Value:
     return LSTMOut(Layout(-1, segs, rank=None, spatial=1), name)
 
 
+def _multihead_attention(state: _State, node: Node) -> Value:
+    """nn.MultiheadAttention: in_proj columns read the input channels; heads and out_proj rows are new.
+
+    Its packed ``in_proj_weight`` rows are (q, k, v) x heads x head_dim, refined into a space of
+    heads as for a fused qkv Linear; ``out_proj`` reads the heads (head_dim columns each) and
+    produces the output channels.  Only self-attention (query, key and value the same tensor)
+    has its input channels pruned.
+    """
+    module = state.module(node)
+    name = str(node.target)
+    names = ("query", "key", "value")
+    qkv = [_arg(node, i, n, None) for i, n in enumerate(names)]
+    extras = list(node.args[3:]) + [v for k, v in node.kwargs.items() if k not in names]
+    if any(isinstance(a, Node) and state.values.get(a) is not None for a in extras):
+        state.unknown(node, "an attention mask computed from pruned channels")
+        return None
+    why = None
+    if module.bias_k is not None or module.add_zero_attn:
+        why = "nn.MultiheadAttention with add_bias_kv or add_zero_attn is not supported"
+    elif not module._qkv_same_embed_dim:
+        why = "nn.MultiheadAttention with kdim/vdim different from embed_dim is not supported"
+    if why is not None:
+        state.unknown(node, why)
+        return None
+    values = [state.values.get(a) if isinstance(a, Node) else None for a in qkv]
+    tracked = [v for v in values if v is not None]
+    layouts = [v for v in tracked if isinstance(v, Layout)]
+    in_layout = None
+    if tracked:
+        first = layouts[0] if layouts else None
+        same = len(layouts) == 3 and all(_layout_key(v) == _layout_key(first) for v in layouts)
+        if first is None or not same or first.dim != -1:
+            state.unknown(node, "nn.MultiheadAttention reads pruned channels other than as one self-attention "
+                          "input on the last dim (cross-attention inputs are not pruned)")
+        else:
+            in_layout = _resolve(state, node, first, int(module.embed_dim))
+    heads, head_dim = int(module.num_heads), int(module.head_dim)
+    if name not in state.producer_space:
+        state.producer_space[name] = state.new_space(3 * heads * head_dim, name)
+    rows = state.producer_space[name]
+    unit = state.refine(rows, heads, head_dim, 3)
+    out_name = f"{name}.out_proj"
+    if out_name not in state.producer_space:
+        state.producer_space[out_name] = state.new_space(int(module.out_proj.out_features), out_name)
+    out_space = state.producer_space[out_name]
+    if unit is None or not state.add_role(node, in_layout, rows):
+        return None
+    heads_layout = Layout(-1, (Seg(unit, heads),), rank=None, factor=head_dim, spatial=1)
+    state.roles.setdefault(out_name, Role(out_name, heads_layout, out_space, node.name))
+    state.block_spaces([unit], "fold", node, "attention heads: their biases are not folded")
+    need = _arg(node, 4, "need_weights", True)
+    average = _arg(node, 6, "average_attn_weights", True)
+    weights: Literal["none", "mean", "per_head"] = (
+        "none" if need is False else "mean" if average is True else "per_head")
+    rank = layouts[0].rank if layouts else None
+    out = Layout(-1, (Seg(out_space, int(module.out_proj.out_features)),), rank=rank, spatial=1)
+    return AttnOut(out, Seg(unit, heads), weights)
+
+
 def _getitem(state: _State, node: Node) -> Value:
     source, index = node.args[0], node.args[1]
     value = state.values.get(source) if isinstance(source, Node) else None
@@ -614,6 +730,20 @@ def _getitem(state: _State, node: Node) -> Value:
             return LSTMOut(hidden, value.module, state=True)
         state.block(value, "unknown", node, f"indexes the result of LSTM '{value.module}' with {index!r}; "
                     "expected 0 (output) or 1 (the state (h_n, c_n))")
+        return None
+    if isinstance(value, AttnOut):
+        if index in (0, -2):
+            return value.layout
+        if index in (1, -1) and (value.weights == "none" or not node.users):
+            return None
+        if index in (1, -1):
+            kind: BlockKind = "inexact" if value.weights == "mean" else "unknown"
+            state.block_spaces([value.heads.space], kind, node, "reads the attention weights"
+                               + (", averaged over the heads, so removing heads changes them; pass "
+                                  "approximate=True to prune anyway, or need_weights=False"
+                                  if kind == "inexact" else " per head; leave the attention out of the masks"))
+            return None
+        state.unknown(node)
         return None
     if isinstance(value, Unbound):
         return value.layout
@@ -690,6 +820,33 @@ def _layer_norm(state: _State, node: Node) -> Value:
     if resolved is None or not state.add_role(node, resolved, None):
         return None
     return resolved
+
+
+def _group_norm(state: _State, node: Node) -> Value:
+    """GroupNorm normalises each group of channels together: it is pruned by whole norm groups."""
+    layout = _sole_layout(state, node)
+    if layout is None:
+        return None
+    module = state.module(node)
+    assert isinstance(module, nn.GroupNorm)
+    if layout.rank is None or layout.rank + layout.dim != 1:
+        state.unknown(node, f"normalises dim 1 but the pruned channels are on dim {layout.dim}")
+        return None
+    resolved = _resolve(state, node, layout, int(module.num_channels))
+    if resolved is None:
+        return None
+    g = int(module.num_groups)
+    unit = None
+    if len(resolved.segs) == 1 and resolved.factor == 1:
+        unit = state.refine(resolved.segs[0].space, g, int(module.num_channels) // g, 1)
+    if unit is None:
+        state.unknown(node, "GroupNorm over channels that do not split into its groups (a concatenation, "
+                      "a flatten, or a split made elsewhere)")
+        return None
+    if not state.add_role(node, resolved, None):
+        return None
+    state.block(resolved, "fold", node, "a normalisation layer lies between producer and consumer")
+    return _with_path(resolved, node)
 
 
 def _pool(spatial_dims: int, adaptive: bool) -> Rule:
@@ -1186,6 +1343,9 @@ def _build_index() -> _Index:
                     nn.BatchNorm3d: _channelwise(3), nn.InstanceNorm1d: _channelwise(None),
                     nn.InstanceNorm2d: _channelwise(2), nn.InstanceNorm3d: _channelwise(3)})
     modules[nn.LayerNorm] = _layer_norm
+    modules[nn.GroupNorm] = _group_norm
+    modules[nn.MultiheadAttention] = _multihead_attention
+    modules[PrunedMultiheadAttention] = _multihead_attention
     modules[nn.Flatten] = _flatten
     for k, (mx, avg, amx, aavg) in {
         1: (nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveMaxPool1d, nn.AdaptiveAvgPool1d),

@@ -95,10 +95,14 @@ def group_masks(analysis: Analysis, masks: Mapping[str, Tensor], options: Option
                 "convert with mask.bool() or build it with fprune.topk_mask"
             )
         if mask.dim() != 1 or mask.numel() != group.size:
+            out_space = analysis.roles[name].out_space
+            tiled = out_space is not None and bool(analysis.space_stages and analysis.space_stages[out_space])
+            unit = ("one per unit: this group removes whole attention heads, conv groups or norm groups"
+                    if tiled else "one per output channel")
             raise InvalidMaskError(
-                f"mask for {name!r} must be 1-D with {group.size} entries (one per output channel), "
-                f"got shape {tuple(mask.shape)}; build it from the module's scores, e.g. "
-                f"topk_mask(0.5)(score_l1(module.weight))"
+                f"mask for {name!r} must be 1-D with {group.size} entries ({unit}), "
+                f"got shape {tuple(mask.shape)}; build masks from the model's scores, e.g. "
+                f"pipe(model, score_l1, topk_mask(0.5)), whose Plan has one mask per group"
             )
         if not bool(mask.any()):
             raise InvalidMaskError(
@@ -503,10 +507,15 @@ def _fold(
             stacklevel=4,
         )
         for pname in group.producers:
-            weight = modules[pname].weight.detach().clone()
-            weight[~mask.to(weight.device)] = 0
-            edits.setdefault(pname, {})["weight"] = weight
-            zeroed[pname] = mask
+            source = spec_for(modules[pname]).mask_source
+            out_space = analysis.roles[pname].out_space
+            assert source is not None and out_space is not None
+            rows = analysis.space_mask(out_space, {index: mask})  # a mask over heads or conv groups: their rows
+            assert rows is not None
+            weight = getattr(modules[pname], source[0]).detach().clone()
+            weight[~rows.to(weight.device)] = 0
+            edits.setdefault(pname, {})[source[0]] = weight
+            zeroed[pname] = rows
     for name, delta in deltas.items():
         module = modules[name]
         bias = module.bias

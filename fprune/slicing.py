@@ -118,7 +118,35 @@ def _depthwise_attrs(m: Any) -> dict[str, Any]:
     return {"in_channels": n, "out_channels": n, "groups": n}
 
 
+def _grouped_index(m: Any, in_keep: Tensor | None, out_keep: Tensor | None) -> IndexMap:
+    # whole conv groups go: output rows of removed groups; each kept group reads all its inputs
+    return _entries(m, {"weight": {0: out_keep}, "bias": {0: out_keep}})
+
+
+def _grouped_attrs(m: Any) -> dict[str, Any]:
+    per_group = m.out_channels // m.groups  # `m` shows the new tensors over the original attributes
+    groups = m.weight.shape[0] // per_group
+    return {"groups": groups, "out_channels": m.weight.shape[0], "in_channels": groups * m.weight.shape[1]}
+
+
+def _group_norm_width(m: Any, n: int) -> dict[str, Any]:
+    return {"num_channels": n, "num_groups": n // (m.num_channels // m.num_groups)}
+
+
+def _mha_index(m: Any, in_keep: Tensor | None, out_keep: Tensor | None) -> IndexMap:
+    return _entries(m, {"in_proj_weight": {0: out_keep, 1: in_keep}, "in_proj_bias": {0: out_keep}})
+
+
+def _mha_attrs(m: Any) -> dict[str, Any]:
+    from fprune.modules import PrunedMultiheadAttention
+
+    rows, width = m.in_proj_weight.shape
+    return {"num_heads": rows // (3 * m.head_dim), "embed_dim": width, "kdim": width, "vdim": width,
+            "__class__": PrunedMultiheadAttention}
+
+
 _DEPTHWISE = SliceSpec(_depthwise_index, _depthwise_attrs)
+_GROUPED = SliceSpec(_grouped_index, _grouped_attrs, ("weight", 0))
 _LINEAR = SliceSpec(_linear_index, _linear_attrs, ("weight", 0))
 _CONV = SliceSpec(_linear_index, _conv_attrs, ("weight", 0))
 _NORM = SliceSpec(_channelwise_index, _norm_attrs, width_attrs=lambda m, n: {"num_features": n})
@@ -137,6 +165,8 @@ SPECS: Mapping[type, SliceSpec] = MappingProxyType({
     nn.LayerNorm: SliceSpec(_channelwise_index, _layer_norm_attrs, width_attrs=lambda m, n: {"normalized_shape": (n,)}),
     nn.PReLU: SliceSpec(_prelu_index, lambda m: {"num_parameters": m.weight.shape[0]}),
     nn.LSTM: SliceSpec(_lstm_index, _lstm_attrs, ("weight_hh_l0", 1)),
+    nn.GroupNorm: SliceSpec(_channelwise_index, lambda m: {}, width_attrs=_group_norm_width),
+    nn.MultiheadAttention: SliceSpec(_mha_index, _mha_attrs, ("in_proj_weight", 0)),
 })
 
 
@@ -146,9 +176,12 @@ def spec_for(module: Any) -> SliceSpec:
 
     kind = parametrize.type_before_parametrizations(module)
     groups = getattr(module, "groups", 1)
-    if groups > 1 and kind in (nn.Conv1d, nn.Conv2d, nn.Conv3d) and module.in_channels == groups == module.out_channels:
-        return _DEPTHWISE
-    return SPECS[kind]
+    if groups > 1 and kind in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
+        return _DEPTHWISE if module.in_channels == groups == module.out_channels else _GROUPED
+    for base in kind.__mro__:  # subclasses (out_proj's NonDynamicallyQuantizableLinear) slice like their base
+        if base in SPECS:
+            return SPECS[base]
+    raise KeyError(f"no slicing rule for {kind.__name__}")
 
 
 def slice_tensor(tensor: Tensor, dims: Mapping[int, Tensor]) -> Tensor:

@@ -81,6 +81,15 @@ def _lstm_macs(m: Any, inp: Shape, out: Shape) -> int:
     return int(steps * total)
 
 
+def _attention_macs(m: Any, query: Shape, key: Shape) -> int:
+    # projections of query, key and value, scores and context over the heads, output projection
+    inner = m.in_proj_weight.shape[0] // 3
+    tokens_q, tokens_k = math.prod(query[:-1]), math.prod(key[:-1])
+    src = key[0] if len(key) == 2 or not m.batch_first else key[1]
+    return int(tokens_q * query[-1] * inner + 2 * tokens_k * key[-1] * inner + 2 * tokens_q * src * inner
+               + tokens_q * inner * m.out_proj.out_features)
+
+
 _MAC_RULES: Mapping[type, MacRule] = MappingProxyType(
     {
         nn.Conv1d: _conv_macs,
@@ -108,6 +117,7 @@ _CHANNEL_RULES: Mapping[type, ChannelRule] = MappingProxyType(
         nn.LayerNorm: lambda m: "×".join(str(d) for d in m.normalized_shape),
         nn.RNNBase: lambda m: _io(m, "input_size", "hidden_size"),
         nn.Embedding: lambda m: _io(m, "num_embeddings", "embedding_dim"),
+        nn.MultiheadAttention: lambda m: f"{m.embed_dim}→{m.in_proj_weight.shape[0] // (3 * m.head_dim)}×{m.head_dim}",
     }
 )
 
@@ -171,7 +181,7 @@ def _as_inputs(example_input: object, where: str) -> tuple[Tensor, ...]:
 
 
 def macs_by_module(model: nn.Module, example_input: ExampleInput) -> dict[str, int]:
-    """MACs of every Linear, Conv and LSTM module on `example_input`, keyed by module name.
+    """MACs of every Linear, Conv, LSTM and MultiheadAttention module on `example_input`, by module name.
 
     The model is traced (:func:`fprune.trace`), deep-copied, put in eval mode and
     run once on `example_input` with :class:`torch.fx.passes.shape_prop.ShapeProp`;
@@ -211,6 +221,9 @@ def macs_by_module(model: nn.Module, example_input: ExampleInput) -> dict[str, i
         module = modules[str(node.target)]
         rule = _lookup(_MAC_RULES, module)
         inp, res = _arg_shape(node), _first_shape(node.meta.get("tensor_meta"))
+        if isinstance(module, nn.MultiheadAttention):  # its cost depends on the key's length too
+            key = node.args[1] if len(node.args) > 1 else node.kwargs.get("key")
+            rule, res = _attention_macs, _first_shape(key.meta.get("tensor_meta")) if isinstance(key, Node) else None
         if rule is None or inp is None or res is None:
             continue
         out[str(node.target)] = out.get(str(node.target), 0) + int(rule(module, inp, res))
@@ -218,7 +231,7 @@ def macs_by_module(model: nn.Module, example_input: ExampleInput) -> dict[str, i
 
 
 def count_macs(model: nn.Module, example_input: ExampleInput) -> int:
-    """Total Linear, Conv and LSTM MACs of one forward pass on `example_input`.
+    """Total Linear, Conv, LSTM and MultiheadAttention MACs of one forward pass on `example_input`.
 
     See :func:`macs_by_module`.  Does not modify `model`.
 

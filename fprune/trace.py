@@ -26,6 +26,9 @@ __all__ = ["trace", "attribute"]
 def trace(model: nn.Module) -> GraphModule:
     """Returns `model` itself if it is a GraphModule, else ``torch.fx.symbolic_trace(model)``.
 
+    fprune's :class:`fprune.modules.PrunedMultiheadAttention` stays a leaf, as torch.nn modules do,
+    so a pruned model can be traced and pruned again.
+
     The traced GraphModule holds the model's own submodules (no copy); fprune
     never mutates it.
 
@@ -44,7 +47,9 @@ def trace(model: nn.Module) -> GraphModule:
             "pass the model itself"
         )
     try:
-        return torch.fx.symbolic_trace(model)
+        tracer = _Tracer()
+        graph = tracer.trace(model)
+        return GraphModule(tracer.root, graph, type(model).__name__)
     except Exception as exc:  # fx raises many types (TraceError, TypeError, ...)
         raise TraceError(
             f"torch.fx.symbolic_trace could not trace {type(model).__name__}: {exc}. "
@@ -52,6 +57,15 @@ def trace(model: nn.Module) -> GraphModule:
             "untraceable submodules as leaves, or torch.fx.symbolic_trace(model, concrete_args=...)) "
             "and pass the GraphModule instead"
         ) from exc
+
+
+class _Tracer(torch.fx.Tracer):
+    """``symbolic_trace``'s tracer, with fprune's own modules kept as leaves like the torch.nn ones."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        from fprune.modules import PrunedMultiheadAttention
+
+        return isinstance(m, PrunedMultiheadAttention) or super().is_leaf_module(m, module_qualified_name)
 
 
 def attribute(root: nn.Module, target: str) -> Any:

@@ -1,0 +1,113 @@
+"""Modules that pruning produces when no torch module can hold the result.
+
+``nn.MultiheadAttention`` ties its input width, its number of heads times the head size and its
+output width to one ``embed_dim``; once heads are removed those differ.
+:class:`PrunedMultiheadAttention` is the same module with a forward that reads every size from its
+tensors.  The rewrite swaps the class of a pruned ``nn.MultiheadAttention`` (its parameters,
+buffers and attributes are kept), so ``isinstance(m, nn.MultiheadAttention)`` still holds.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from fprune import apply_patterns
+    >>> class Block(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.attn = nn.MultiheadAttention(8, 4, batch_first=True)
+    ...         self.head = nn.Linear(8, 2)
+    ...     def forward(self, x):
+    ...         return self.head(self.attn(x, x, x, need_weights=False)[0])
+    >>> pruned = apply_patterns(Block(), {"attn": torch.tensor([True, False, True, True])})  # one mask entry per head
+    >>> type(pruned.attn).__name__, pruned.attn.num_heads, tuple(pruned.attn.in_proj_weight.shape)
+    ('PrunedMultiheadAttention', 3, (18, 8))
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["PrunedMultiheadAttention"]
+
+
+def _additive(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """A bool mask (True = not allowed) as an additive float mask; a float mask as it is."""
+    if mask is None:
+        return None
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, float("-inf"))
+    return mask.to(dtype)
+
+
+class PrunedMultiheadAttention(nn.MultiheadAttention):
+    """``nn.MultiheadAttention`` after head pruning: ``num_heads * head_dim`` may differ from ``embed_dim``.
+
+    Same parameters and call signature as ``nn.MultiheadAttention`` (packed ``in_proj_weight``,
+    ``out_proj``, ``batch_first``, ``key_padding_mask``, ``attn_mask``, ``need_weights``,
+    ``average_attn_weights``, ``is_causal`` as a hint that requires ``attn_mask``), computed
+    without the fused kernels.  ``add_bias_kv``, ``add_zero_attn`` and separate ``kdim``/``vdim``
+    projections are not supported (the analysis never prunes such a module).  A 3-D ``attn_mask``
+    must have ``batch * num_heads`` rows for the heads that remain.
+    """
+
+    def forward(  # type: ignore[override]
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_padding_mask: Tensor | None = None,
+        need_weights: bool = True,
+        attn_mask: Tensor | None = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attention over the remaining heads; returns (output, weights or None) like the original."""
+        if is_causal and attn_mask is None:
+            raise RuntimeError("Need attn_mask if specifying the is_causal hint (as nn.MultiheadAttention)")
+        batched = query.dim() == 3
+        if not batched:
+            query, key, value = query.unsqueeze(0), key.unsqueeze(0), value.unsqueeze(0)
+            key_padding_mask = None if key_padding_mask is None else key_padding_mask.unsqueeze(0)
+        elif not self.batch_first:
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        batch, tgt, _ = query.shape  # batch first from here on
+        src = key.shape[1]
+        inner = self.in_proj_weight.shape[0] // 3
+        heads, head_dim = inner // self.head_dim, self.head_dim
+        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = (None, None, None) if self.in_proj_bias is None else self.in_proj_bias.chunk(3)
+
+        def split(x: Tensor, w: Tensor, b: Tensor | None, length: int) -> Tensor:
+            return F.linear(x, w, b).view(batch, length, heads, head_dim).transpose(1, 2)
+
+        q, k, v = split(query, w_q, b_q, tgt), split(key, w_k, b_k, src), split(value, w_v, b_v, src)
+        bias = _additive(attn_mask, q.dtype)  # broadcasts over (batch, heads, tgt, src)
+        if bias is not None and bias.dim() == 3:
+            if bias.shape[0] != batch * heads:
+                raise RuntimeError(
+                    f"a 3-D attn_mask must have batch * num_heads = {batch * heads} rows for this pruned "
+                    f"attention ({heads} heads remain), got {bias.shape[0]}; keep the rows of the kept heads"
+                )
+            bias = bias.reshape(batch, heads, tgt, src)
+        padding = _additive(key_padding_mask, q.dtype)
+        if padding is not None:
+            padding = padding.reshape(batch, 1, 1, src)
+            bias = padding if bias is None else bias + padding
+        p = self.dropout if self.training else 0.0
+        if need_weights:
+            scores = (q * head_dim**-0.5) @ k.transpose(-2, -1)  # (batch, heads, tgt, src)
+            weights = (scores if bias is None else scores + bias).softmax(dim=-1)
+            dropped = F.dropout(weights, p=p) if p > 0 else weights
+            context = dropped @ v
+        else:  # the fused kernel, as torch's own module uses when no weights are asked for
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
+        out = F.linear(context.transpose(1, 2).reshape(batch, tgt, inner), self.out_proj.weight, self.out_proj.bias)
+        if not batched:
+            out = out.squeeze(0)
+        elif not self.batch_first:
+            out = out.transpose(0, 1)
+        if not need_weights:
+            return out, None
+        seen = dropped.mean(dim=1) if average_attn_weights else dropped  # as torch: after dropout
+        return out, seen if batched else seen.squeeze(0)
