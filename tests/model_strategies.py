@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import functools
 import operator
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
+from fprune import analyze, trace
 from models import FUNCTIONAL_ACTIVATIONS, MODULE_ACTIVATIONS, Chain, Step, seeded
 
 __all__ = [
@@ -40,6 +42,17 @@ __all__ = [
     "MaskedLayerNorm",
     "with_masked_norms",
     "run_reference",
+    "ResidualBasicBlock",
+    "ConcatBlock",
+    "DepthwisePointwise",
+    "SEGate",
+    "TokenAttention",
+    "GroupedBottleneck",
+    "GroupNormConv",
+    "MHABlock",
+    "BlockNet",
+    "BlockCase",
+    "block_nets",
 ]
 
 # Activations with f(0) == 0 (a removed bias-free channel emits 0 through them).
@@ -349,3 +362,259 @@ def run_reference(model: nn.Module, masks: dict[str, Tensor], prune_bias: bool) 
         pruner.state[fqn]["mask"].copy_(mask)
     with torch.no_grad():
         return pruner.prune()
+
+
+
+# --------------------------------------------------------------------------------------
+# Random networks of blocks (residual, concat, depthwise+pointwise, SE, attention), for the
+# exactness property in test_architectures.py.
+
+
+class ResidualBasicBlock(nn.Module):
+    """ResNet BasicBlock: conv3x3-[BN]-ReLU-conv3x3-[BN] + x, ReLU (c -> c)."""
+
+    def __init__(self, c: int, hidden: int, bn: bool) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, hidden, 3, padding=1, bias=not bn)
+        self.bn1 = nn.BatchNorm2d(hidden) if bn else nn.Identity()
+        self.conv2 = nn.Conv2d(hidden, c, 3, padding=1, bias=not bn)
+        self.bn2 = nn.BatchNorm2d(c) if bn else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(x + self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+
+
+class ConcatBlock(nn.Module):
+    """cat([1x1 conv(x), relu(BN(3x3 conv(x)))], 1), or DenseNet-style cat([x, conv(x)], 1); [then a 1x1 mix conv]."""
+
+    def __init__(self, c: int, a: int, b: int, dense: bool, mix: int) -> None:
+        super().__init__()
+        self.dense = dense
+        self.left = nn.Conv2d(c, a, 1)
+        self.right = nn.Conv2d(c, b, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(b)
+        width = c + b if dense else a + b
+        self.mix = nn.Conv2d(width, mix, 1) if mix else nn.Identity()
+        self.out_channels = mix or width
+
+    def forward(self, x: Tensor) -> Tensor:
+        new = F.relu(self.bn(self.right(x)))
+        return self.mix(torch.cat([x, new], 1) if self.dense else torch.cat([self.left(x), new], dim=1))
+
+
+class DepthwisePointwise(nn.Module):
+    """Depthwise 3x3-[BN]-ReLU6 -> pointwise 1x1-BN, + x when `residual` (c -> cout)."""
+
+    def __init__(self, c: int, cout: int, bn: bool, residual: bool) -> None:
+        super().__init__()
+        self.residual = residual and c == cout
+        self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=not bn)
+        self.bn1 = nn.BatchNorm2d(c) if bn else nn.Identity()
+        self.pw = nn.Conv2d(c, cout, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.bn2(self.pw(F.relu6(self.bn1(self.dw(x)))))
+        return x + out if self.residual else out
+
+
+class SEGate(nn.Module):
+    """Squeeze-excitation: x * sigmoid(fc2(relu(fc1(mean over H, W)))); `pool` picks the squeeze op."""
+
+    def __init__(self, c: int, squeeze: int, pool: str) -> None:
+        super().__init__()
+        self.pool = pool
+        self.fc1 = nn.Conv2d(c, squeeze, 1)
+        self.fc2 = nn.Conv2d(squeeze, c, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = x.mean((2, 3), keepdim=True) if self.pool == "mean" else F.adaptive_avg_pool2d(x, 1)
+        return x * torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
+
+
+class TokenAttention(nn.Module):
+    """timm-style attention on tokens: x + proj(attn(qkv([LN](x)))) with a fused qkv and any heads/head_dim; [+ MLP]."""
+
+    def __init__(self, c: int, heads: int, head_dim: int, norm: bool, sdpa: bool, mlp: int) -> None:
+        super().__init__()
+        self.heads, self.head_dim, self.sdpa = heads, head_dim, sdpa
+        self.norm = nn.LayerNorm(c) if norm else nn.Identity()
+        self.qkv = nn.Linear(c, 3 * heads * head_dim)
+        self.proj = nn.Linear(heads * head_dim, c)
+        self.mlp = mlp
+        if mlp:
+            self.fc1, self.fc2 = nn.Linear(c, mlp), nn.Linear(mlp, c)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, _ = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        if self.sdpa:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            out = ((q * self.head_dim**-0.5) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
+        x = x + self.proj(out.transpose(1, 2).reshape(b, n, -1))
+        if self.mlp:
+            x = x + self.fc2(F.gelu(self.fc1(x)))
+        return x
+
+
+class GroupedBottleneck(nn.Module):
+    """ResNeXt block: 1x1-BN-ReLU, 3x3 of `groups` conv groups (`w` in, `w2` out each)-BN-ReLU, 1x1-BN, + x."""
+
+    def __init__(self, c: int, groups: int, w: int, w2: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, groups * w, 1, bias=False), nn.BatchNorm2d(groups * w)
+        self.conv2 = nn.Conv2d(groups * w, groups * w2, 3, padding=1, groups=groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(groups * w2)
+        self.conv3, self.bn3 = nn.Conv2d(groups * w2, c, 1, bias=False), nn.BatchNorm2d(c)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+        return F.relu(x + self.bn3(self.conv3(out)))
+
+
+class GroupNormConv(nn.Module):
+    """Conv3x3 -> GroupNorm(`groups`, groups * per_group) -> ReLU (c -> groups * per_group)."""
+
+    def __init__(self, c: int, groups: int, per_group: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, groups * per_group, 3, padding=1)
+        self.norm = nn.GroupNorm(groups, groups * per_group)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.norm(self.conv(x)))
+
+
+class MHABlock(nn.Module):
+    """x + nn.MultiheadAttention(batch_first)([LN](x) as query, key and value)[0], [+ MLP]."""
+
+    def __init__(self, c: int, heads: int, norm: bool, mlp: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(c) if norm else nn.Identity()
+        self.attn = nn.MultiheadAttention(c, heads, batch_first=True)
+        self.mlp = mlp
+        if mlp:
+            self.fc1, self.fc2 = nn.Linear(c, mlp), nn.Linear(mlp, c)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.norm(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        if self.mlp:
+            x = x + self.fc2(F.gelu(self.fc1(x)))
+        return x
+
+
+class BlockNet(nn.Module):
+    """Conv stem-BN-ReLU, conv blocks, then a pooled Linear head, or tokens -> attention blocks -> mean -> Linear."""
+
+    def __init__(self, stem: nn.Module, blocks: list[nn.Module], tokens: list[nn.Module], head: nn.Linear) -> None:
+        super().__init__()
+        self.stem = stem
+        self.blocks = nn.Sequential(*blocks)
+        self.tokens = nn.Sequential(*tokens)
+        self.head = head
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.blocks(self.stem(x))
+        if len(self.tokens):
+            return self.head(self.tokens(x.flatten(2).transpose(1, 2)).mean(1))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    def describe(self) -> str:
+        """A one-line summary of the blocks, for failure messages."""
+        parts = [f"stem->{self.stem[0].out_channels}"]
+        for block in [*self.blocks, *self.tokens]:
+            if isinstance(block, ResidualBasicBlock):
+                parts.append(f"basic(hidden={block.conv1.out_channels}, bn={isinstance(block.bn1, nn.BatchNorm2d)})")
+            elif isinstance(block, ConcatBlock):
+                parts.append(f"cat(dense={block.dense}, mix={isinstance(block.mix, nn.Conv2d)}, out={block.out_channels})")
+            elif isinstance(block, DepthwisePointwise):
+                parts.append(f"dwpw(out={block.pw.out_channels}, residual={block.residual})")
+            elif isinstance(block, SEGate):
+                parts.append(f"se({block.fc1.out_channels}, {block.pool})")
+            elif isinstance(block, GroupedBottleneck):
+                parts.append(f"grouped(groups={block.conv2.groups}, in={block.conv2.in_channels}, "
+                             f"out={block.conv2.out_channels})")
+            elif isinstance(block, GroupNormConv):
+                parts.append(f"groupnorm(groups={block.norm.num_groups}, out={block.norm.num_channels})")
+            elif isinstance(block, MHABlock):
+                parts.append(f"mha(heads={block.attn.num_heads}, norm={isinstance(block.norm, nn.LayerNorm)}, "
+                             f"mlp={block.mlp})")
+            elif isinstance(block, TokenAttention):
+                parts.append(f"attn(heads={block.heads}, head_dim={block.head_dim}, "
+                             f"norm={isinstance(block.norm, nn.LayerNorm)}, sdpa={block.sdpa}, mlp={block.mlp})")
+        return " -> ".join(parts) + f" -> head({self.head.out_features})"
+
+
+@dataclass
+class BlockCase:
+    """A drawn BlockNet (seeded, float64, eval), its analysis, random masks over prunable groups, an input."""
+
+    model: BlockNet
+    analysis: Any  # fprune.groups.Analysis of the traced model
+    masks: dict[str, Tensor]  # group name -> keep-mask (at least one kept)
+    x: Tensor
+
+    def __repr__(self) -> str:
+        masks = {k: "".join("1" if b else "0" for b in v.tolist()) for k, v in self.masks.items()}
+        return f"BlockCase({self.model.describe()}; masks={masks}; x={tuple(self.x.shape)})"
+
+
+@st.composite
+def _conv_block(draw: st.DrawFn, c: int, max_width: int, pending: bool) -> tuple[nn.Module, int]:
+    """One conv block reading `c` channels, and the channels it writes."""
+    kinds = ("basic", "concat", "dwpw", "se") + (("grouped", "groupnorm") if pending else ())
+    kind = draw(st.sampled_from(kinds))
+    width = st.integers(2, max_width)  # a single channel can never be pruned
+    if kind == "grouped":
+        return GroupedBottleneck(c, draw(st.integers(2, 3)), draw(st.integers(1, 2)), draw(st.integers(1, 2))), c
+    if kind == "groupnorm":
+        groups, per_group = draw(st.integers(2, 4)), draw(st.integers(1, 2))
+        return GroupNormConv(c, groups, per_group), groups * per_group
+    if kind == "basic":
+        return ResidualBasicBlock(c, draw(width), draw(st.booleans())), c
+    if kind == "concat":
+        mix = draw(width) if draw(st.booleans()) else 0  # a concatenation feeding a residual add is refused
+        block = ConcatBlock(c, draw(width), draw(width), draw(st.booleans()), mix)
+        return block, block.out_channels
+    if kind == "dwpw":
+        residual = draw(st.booleans())
+        cout = c if residual else draw(width)
+        return DepthwisePointwise(c, cout, draw(st.booleans()), residual), cout
+    return SEGate(c, draw(width), draw(st.sampled_from(("mean", "adaptive")))), c
+
+
+@st.composite
+def block_nets(draw: st.DrawFn, max_blocks: int = 3, max_width: int = 6, pending: bool = False) -> BlockCase:
+    """A random BlockNet with random keep-masks over every group fprune can prune under default Options.
+
+    With `pending`, also grouped (non-depthwise) convolutions, GroupNorm and nn.MultiheadAttention.
+    """
+    inputs, c = draw(st.integers(1, 3)), draw(st.integers(1, max_width))
+    stem = nn.Sequential(nn.Conv2d(inputs, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU())
+    blocks: list[nn.Module] = []
+    for _ in range(draw(st.integers(0, max_blocks))):
+        block, c = draw(_conv_block(c, max_width, pending))
+        blocks.append(block)
+    tokens: list[nn.Module] = []
+    for _ in range(draw(st.integers(0, 2))):
+        if pending and draw(st.booleans()):
+            heads = draw(st.sampled_from([h for h in range(c, 0, -1) if c % h == 0]))  # most heads first
+            tokens.append(MHABlock(c, heads, draw(st.booleans()), draw(st.sampled_from((0, 3)))))
+            continue
+        tokens.append(TokenAttention(
+            c, draw(st.integers(2, 3)), draw(st.integers(1, 3)), draw(st.booleans()), draw(st.booleans()),
+            draw(st.sampled_from((0, 3))),
+        ))  # one head reads as a plain reshape (refused): at least two
+    model = seeded(BlockNet(stem, blocks, tokens, nn.Linear(c, draw(st.integers(1, 3)))), draw(st.integers(0, 2**16)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        analysis = analyze(trace(model))
+    masks: dict[str, Tensor] = {}
+    for group in analysis.groups:
+        if group.prunable() and draw(st.sampled_from((True, True, True, False))):  # most groups masked
+            masks[group.name] = draw(masks_for(group.size))
+    side = draw(st.integers(2, 4))
+    x = _randn((draw(st.integers(1, 2)), inputs, side, side), draw(st.integers(0, 2**16)))
+    return BlockCase(model, analysis, masks, x)

@@ -55,6 +55,24 @@ __all__ = [
     "ConvBN",
     "FunctionalPReLU",
     "PerChannelPReLU",
+    # real architectures
+    "BasicBlock",
+    "ResNetBasic",
+    "Bottleneck",
+    "ResNetBottleneck",
+    "InvertedResidual",
+    "MobileNetV2Block",
+    "SqueezeExcitation",
+    "InvertedResidualSE",
+    "MobileNetV3Block",
+    "DenseLayer",
+    "DenseNetish",
+    "ViTAttention",
+    "ViTBlock",
+    "ViTBlockNet",
+    "MHAEncoderLayer",
+    "ResNeXtBlock",
+    "GroupNormNet",
     # the reference's helper models
     "SimpleLinear",
     "LinearBias",
@@ -386,3 +404,320 @@ REFERENCE_MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "LSTMLinearModel": (lambda: LSTMLinearModel(4, 6, 3, 2), (5, 2, 4)),
     "LSTMLayerNormLinearModel": (lambda: LSTMLayerNormLinearModel(4, 6, 3, 2), (5, 2, 4)),
 }
+
+
+# --------------------------------------------------------------------------------------
+# Real architectures: small, hand-written copies of the block structure of well-known networks
+# (widths 4-16, 8x8 images), for the exactness and plan tests in test_architectures.py.
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock: conv-bn-relu-conv-bn + identity (or 1x1 conv-bn downsample), relu."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class ResNetBasic(nn.Module):
+    """ResNet-18 in miniature: stem conv-bn-relu, BasicBlock(8->8), BasicBlock(8->16, stride 2), avgpool, fc."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU()
+        self.layer1 = BasicBlock(8, 8)
+        self.layer2 = BasicBlock(8, 16, stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer2(self.layer1(x))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+class Bottleneck(nn.Module):
+    """torchvision's ResNet Bottleneck: 1x1-bn-relu, 3x3(stride, groups)-bn-relu, 1x1(x expansion)-bn, + identity, relu."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, planes: int, stride: int = 1, groups: int = 1, width: int | None = None) -> None:
+        super().__init__()
+        width = planes if width is None else width
+        cout = planes * self.expansion
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, padding=1, groups=groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU()
+        self.downsample: nn.Module | None = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNetBottleneck(nn.Module):
+    """ResNet-50 in miniature: stem 3->8, Bottleneck(8, planes 4) with downsample, Bottleneck(16, planes 4), avgpool, fc."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU()
+        self.layer1 = nn.Sequential(Bottleneck(8, 4), Bottleneck(16, 4))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.layer1(self.relu(self.bn1(self.conv1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: [1x1 expand-bn-relu6], depthwise 3x3-bn-relu6, 1x1 project-bn, + x when stride 1 and in == out."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
+        super().__init__()
+        hidden = cin * expand
+        self.use_res = stride == 1 and cin == cout
+        layers: list[nn.Module] = []
+        if expand != 1:
+            layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6()]
+        layers += [
+            nn.Conv2d(hidden, hidden, 3, stride, padding=1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(),
+            nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout),
+        ]
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv(x) if self.use_res else self.conv(x)
+
+
+class MobileNetV2Block(nn.Module):
+    """MobileNetV2 in miniature: stem, inverted residuals (8->8 t2 residual, 8->12 s2 t2, 12->12 t1 residual), 1x1 conv, pool, fc."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU6())
+        self.blocks = nn.Sequential(
+            InvertedResidual(8, 8, 1, 2), InvertedResidual(8, 12, 2, 2), InvertedResidual(12, 12, 1, 1)
+        )
+        self.last = nn.Sequential(nn.Conv2d(12, 16, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6())
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(16, classes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.last(self.blocks(self.stem(x)))
+        x = F.adaptive_avg_pool2d(x, (1, 1))
+        return self.classifier(torch.flatten(x, 1))
+
+
+class SqueezeExcitation(nn.Module):
+    """torchvision's SE: adaptive avgpool -> 1x1 reduce conv -> ReLU -> 1x1 expand conv -> Hardsigmoid -> x * scale."""
+
+    def __init__(self, channels: int, squeeze: int) -> None:
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, squeeze, 1)
+        self.relu = nn.ReLU()
+        self.fc2 = nn.Conv2d(squeeze, channels, 1)
+        self.scale_activation = nn.Hardsigmoid()
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.scale_activation(self.fc2(self.relu(self.fc1(self.avgpool(x)))))
+        return scale * x
+
+
+class InvertedResidualSE(nn.Module):
+    """MobileNetV3's block: 1x1 expand-bn-act, depthwise-bn-act, SE, 1x1 project-bn, + x when stride 1 and in == out."""
+
+    def __init__(self, cin: int, hidden: int, cout: int, stride: int, act: type[nn.Module]) -> None:
+        super().__init__()
+        self.use_res = stride == 1 and cin == cout
+        self.expand = nn.Sequential(nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), act())
+        self.depthwise = nn.Sequential(
+            nn.Conv2d(hidden, hidden, 3, stride, padding=1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), act()
+        )
+        self.se = SqueezeExcitation(hidden, max(2, hidden // 4))
+        self.project = nn.Sequential(nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.project(self.se(self.depthwise(self.expand(x))))
+        return x + out if self.use_res else out
+
+
+class MobileNetV3Block(nn.Module):
+    """MobileNetV3 in miniature: Hardswish stem, SE inverted residuals (8->16->8 residual, 8->24->12 s2), 1x1 conv, pool, MLP head."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.Hardswish())
+        self.blocks = nn.Sequential(
+            InvertedResidualSE(8, 16, 8, 1, nn.Hardswish), InvertedResidualSE(8, 24, 12, 2, nn.ReLU)
+        )
+        self.last = nn.Sequential(nn.Conv2d(12, 16, 1, bias=False), nn.BatchNorm2d(16), nn.Hardswish())
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Linear(16, 10), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(10, classes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.avgpool(self.last(self.blocks(self.stem(x))))
+        return self.classifier(torch.flatten(x, 1))
+
+
+class DenseLayer(nn.Module):
+    """DenseNet's layer (no bottleneck): BN-ReLU-Conv3x3 producing `growth` new channels."""
+
+    def __init__(self, cin: int, growth: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(cin)
+        self.relu = nn.ReLU()
+        self.conv = nn.Conv2d(cin, growth, 3, padding=1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(self.relu(self.norm(x)))
+
+
+class DenseNetish(nn.Module):
+    """DenseNet in miniature: stem conv, a dense block of 3 layers (torch.cat([x, new], 1)), transition BN-ReLU-1x1-avgpool, head."""
+
+    def __init__(self, stem: int = 8, growth: int = 4, classes: int = 5) -> None:
+        super().__init__()
+        self.conv0 = nn.Conv2d(3, stem, 3, padding=1, bias=False)
+        self.layers = nn.ModuleList(DenseLayer(stem + i * growth, growth) for i in range(3))
+        width = stem + 3 * growth
+        self.transition = nn.Sequential(
+            nn.BatchNorm2d(width), nn.ReLU(), nn.Conv2d(width, width // 2, 1, bias=False), nn.AvgPool2d(2)
+        )
+        self.norm = nn.BatchNorm2d(width // 2)
+        self.classifier = nn.Linear(width // 2, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv0(x)
+        for layer in self.layers:
+            x = torch.cat([x, layer(x)], 1)
+        x = F.relu(self.norm(self.transition(x)))
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class ViTAttention(nn.Module):
+    """timm's Attention: fused qkv -> reshape(B, N, 3, heads, head_dim).permute(2, 0, 3, 1, 4) -> unbind -> SDPA -> proj."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+
+
+class ViTBlock(nn.Module):
+    """timm's pre-norm Block: x + attn(norm1(x)), then x + fc2(gelu(fc1(norm2(x))))."""
+
+    def __init__(self, dim: int, heads: int, hidden: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = ViTAttention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.fc2(self.act(self.fc1(self.norm2(x))))
+
+
+class ViTBlockNet(nn.Module):
+    """ViT in miniature: 4x4 patch embed of 8x8 images, cls token, pos embed, 2 pre-norm blocks, norm, head on x[:, 0]."""
+
+    def __init__(self, dim: int = 8, heads: int = 2, depth: int = 2, classes: int = 5) -> None:
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, dim, 4, stride=4)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + 4, dim))
+        self.blocks = nn.Sequential(*(ViTBlock(dim, heads, 2 * dim) for _ in range(depth)))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        x = self.norm(self.blocks(x))
+        return self.head(x[:, 0])
+
+
+class MHAEncoderLayer(nn.Module):
+    """A pre-norm Transformer encoder layer on nn.MultiheadAttention (batch_first), with Linear embedding and head."""
+
+    def __init__(self, inputs: int = 5, dim: int = 8, heads: int = 2, hidden: int = 16, classes: int = 3) -> None:
+        super().__init__()
+        self.embed = nn.Linear(inputs, dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.embed(x)
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        x = x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+        return self.head(x)
+
+
+class ResNeXtBlock(nn.Module):
+    """A ResNeXt net: stem 3->16, one Bottleneck(16, planes 4, width 8) with a 3x3 conv of groups=4, avgpool, fc."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.block = Bottleneck(16, 4, groups=4, width=8)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.block(F.relu(self.bn1(self.conv1(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class GroupNormNet(nn.Module):
+    """Conv2d(3->8) -> GroupNorm(4 groups) -> ReLU -> Conv2d(8->4)."""
+
+    def __init__(self, groups: int = 4) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.GroupNorm(groups, 8)
+        self.conv2 = nn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv2(F.relu(self.norm(self.conv1(x))))
