@@ -217,7 +217,7 @@ class Analysis:
     by_producer: Mapping[str, int] = field(default_factory=dict)  # producer fqn -> group index
     space_stages: tuple[tuple[tuple[int, int], ...], ...] = ()  # raw space -> (inner, outer) tilings
     edits: tuple[Edit, ...] = ()  # graph constants to rewrite when their group is pruned
-    tensor_roles: Mapping[str, Layout] = field(default_factory=dict)  # get_attr tensor -> layout of its dim 0
+    tensor_roles: Mapping[str, Layout] = field(default_factory=dict)  # get_attr tensor -> its channels (dim, rank)
 
     def space_mask(self, space: int, masks: Mapping[int, Tensor]) -> Tensor | None:
         """The keep-mask over a raw space's own channels, or None when its group is not pruned."""
@@ -272,7 +272,7 @@ class _State:
         self.roles: dict[str, Role] = {}
         self.tiles: dict[int, tuple[int, int, int]] = {}  # root -> (unit space, inner, outer)
         self.edits: list[Edit] = []
-        self.tensor_roles: dict[str, Layout] = {}  # get_attr target -> layout of its dim 0
+        self.tensor_roles: dict[str, Layout] = {}  # get_attr target -> its channels (layout.dim of layout.rank dims)
         self.tensor_readers: dict[str, set[str]] = {}  # get_attr target -> nodes allowed to read it
 
     # union-find -----------------------------------------------------------------------
@@ -400,7 +400,9 @@ class _State:
 
 
 def _add_tensor_role(state: _State, node: Node, tensor: Node, layout: Layout) -> None:
-    """A tensor read with get_attr whose dim 0 indexes the channels of `layout` (functional BN)."""
+    """A tensor read with get_attr whose dim ``layout.dim`` (of its own ``layout.rank`` dims) indexes
+    the channels of `layout`: functional BN's statistics, a position embedding added to the channels.
+    `node` is the one node allowed to read the get_attr."""
     target = str(tensor.target)
     old = state.tensor_roles.get(target)
     if old is not None and _layout_key(old) != _layout_key(layout):
@@ -487,10 +489,55 @@ def _elementwise(state: _State, node: Node) -> Value:
     return _with_path(layout, node)
 
 
+_PASS_METHODS = ("expand", "to", "type_as", "contiguous", "float", "double", "half")
+
+
+def _own_tensor(state: _State, node: Node) -> tuple[Node, Node] | None:
+    """The model tensor (get_attr) an untracked operand is, through expand/casts, and the node reading it.
+
+    Each step must have this one user, so that slicing the tensor changes nothing else.
+    """
+    reader = None
+    while node.op == "call_method" and node.target in _PASS_METHODS and isinstance(node.args[0], Node) \
+            and state.values.get(node) is None:
+        reader, node = node, node.args[0]
+        if len(node.users) != 1:
+            return None
+    if node.op != "get_attr" or not isinstance(attribute(state.gm, str(node.target)), Tensor):
+        return None
+    return node, reader or node
+
+
+def _own_operand(state: _State, node: Node, operand: Node, layout: Layout) -> Literal["role", "broadcast"] | None:
+    """Whether an untracked operand is a model tensor that broadcasts over the channels of `layout`,
+    or holds one entry per channel (then it is sliced with them); None if neither."""
+    found = _own_tensor(state, operand)
+    if found is None or layout.width is None:
+        return None
+    tensor, reader = found
+    shape = attribute(state.gm, str(tensor.target)).shape
+    if len(shape) < -layout.dim or shape[layout.dim] == 1:
+        return "broadcast"
+    if shape[layout.dim] != layout.width:
+        return None
+    _add_tensor_role(state, reader if reader is not tensor else node, tensor,
+                     replace(layout, rank=len(shape), spatial=None))
+    return "role"
+
+
 def _binary(state: _State, node: Node) -> Value:
     """add/sub/mul/div...: couples the channels of every tracked operand."""
-    operands = [state.values.get(a) for a in _node_args(node)]
+    args = list(_node_args(node))
+    operands: list[Value] = [state.values.get(a) for a in args]
     tracked = [v for v in operands if isinstance(v, Layout)]
+    untracked = [a for a, v in zip(args, operands) if v is None]
+    if tracked and len(tracked) + len(untracked) == len(operands) and untracked:
+        # a model tensor (a position embedding, a per-channel scale) is sliced with the channels
+        kinds = [_own_operand(state, node, a, tracked[0]) for a in untracked]
+        if all(kinds):
+            if "role" in kinds:
+                state.block(tracked[0], "fold", node, "a model tensor is combined with the channels")
+            operands = list[Value](tracked)
     if any(v is None for v in operands) or len(tracked) != len(operands) or not tracked:
         state.unknown(node, "combines pruned channels with an untracked tensor operand; "
                       "leave the producing module out of the masks")
@@ -934,12 +981,25 @@ def _cat(state: _State, node: Node) -> Value:
         if any(v is not None for v in values):
             state.unknown(node)
         return None
+    others = [t for t in tensors if isinstance(t, Node) and state.values.get(t) is None]
+    rank = next((v.rank for v in layouts if v.rank is not None), None)
+    if rank is None:  # every operand of cat has the same rank: a model tensor's tells it
+        owned = [_own_tensor(state, t) for t in others]
+        rank = next((attribute(state.gm, str(o[0].target)).dim() for o in owned if o is not None), None)
+        layouts = [replace(v, rank=rank) for v in layouts]
+    d = dim if not isinstance(dim, int) or dim < 0 else (dim - rank if rank is not None else None)
+    first = layouts[0]
+    if others and isinstance(d, int) and len(layouts) + len(others) == len(tensors) and d != first.dim \
+            and all(v.dim == first.dim for v in layouts) \
+            and all(_own_operand(state, node, t, first) == "role" for t in others):
+        # model tensors (a class token) joined along another dim: sliced with the channels
+        state.block(first, "fold", node, "a model tensor is joined to the channels")
+        if len(layouts) == 1:
+            return replace(first, spatial=None if d > first.dim else first.spatial)
+        return _binary(state, node)
     if len(layouts) != len(tensors) or not isinstance(dim, int):
         state.unknown(node, "concatenates pruned channels with untracked tensors")
         return None
-    rank = next((v.rank for v in layouts if v.rank is not None), None)
-    d = dim if dim < 0 else (dim - rank if rank is not None else None)
-    first = layouts[0]
     if d is not None and all(v.dim == d for v in layouts) and len({v.factor for v in layouts}) == 1 \
             and first.factor is not None:
         segs = tuple(s for v in layouts for s in v.segs)
@@ -1308,7 +1368,7 @@ def _functional_batch_norm(state: _State, node: Node) -> Value:
     if resolved is None:
         return None
     for tensor in reads:
-        _add_tensor_role(state, node, tensor, resolved)
+        _add_tensor_role(state, node, tensor, replace(resolved, dim=-1, rank=1, spatial=1))
     state.block(resolved, "fold", node, "a normalisation layer lies between producer and consumer")
     return resolved
 

@@ -109,7 +109,7 @@ class Plan:
                     if not bool(keep.all())
                 ]
                 if entries:
-                    out[f"{module}.{tensor}"] = entries
+                    out[f"{module}.{tensor}" if module else tensor] = entries  # root tensors: no prefix
         return out
 
     def to_json(self) -> str:

@@ -164,11 +164,12 @@ def index_maps(analysis: Analysis, masks: Mapping[int, Tensor]) -> dict[str, Ind
         index = spec_for(module).index(module, in_keep, out_keep)
         if index:
             out[name] = index
-    for target, layout in analysis.tensor_roles.items():  # tensors read directly (functional BN)
+    for target, layout in analysis.tensor_roles.items():  # tensors read directly (functional BN, embeddings)
         keep = expand(analysis, layout, masks)
         if keep is not None:
             owner, _, tensor = target.rpartition(".")
-            out.setdefault(owner, {})[tensor] = {0: keep}
+            assert layout.rank is not None
+            out.setdefault(owner, {})[tensor] = {layout.rank + layout.dim: keep}
     return out
 
 

@@ -267,3 +267,45 @@ def test_attention_mask_argument_defaulting_to_none() -> None:
 
     model = _randomise(MaskArg(3, 2, "fused"), 0)
     _check_exact(model, {"attn.qkv": torch.tensor([True, False, True])}, torch.randn(2, 4, 5, dtype=torch.float64))
+
+
+class TokenStream(nn.Module):
+    """Linear embedding, a class token concatenated, a position embedding and a layer scale, a residual MLP."""
+
+    def __init__(self, leak: bool = False) -> None:
+        super().__init__()
+        self.embed = nn.Linear(3, 4)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, 4))
+        self.pos_embed = nn.Parameter(torch.randn(1, 6, 4))
+        self.gamma = nn.Parameter(torch.randn(4))
+        self.fc = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 2)
+        self.leak = leak
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.embed(x)
+        h = torch.cat([self.cls_token.expand(h.shape[0], -1, -1), h], dim=1) + self.pos_embed
+        h = h + self.gamma * self.fc(h) * 0.5
+        out = self.head(h[:, 0])
+        return out + self.pos_embed.sum() if self.leak else out
+
+
+@settings(max_examples=examples(10))
+@given(seed=st.integers(0, 2**16))
+def test_model_tensors_on_the_channels_are_sliced(seed: int) -> None:
+    """Class token, position embedding and layer scale (the model's own tensors) are sliced with the stream."""
+    model = _randomise(TokenStream(), seed)
+    group = analyze(trace(model)).group("embed")
+    assert group.producers == ("embed", "fc") and group.prunable()
+    keep = _masks({"embed": 4}, seed)
+    pruned = _check_exact(model, keep, torch.randn(2, 5, 3, dtype=torch.float64))
+    kept = int(keep["embed"].sum())
+    assert pruned.pos_embed.shape == (1, 6, kept) and pruned.cls_token.shape == (1, 1, kept)
+    assert pruned.gamma.shape == (kept,)
+
+
+def test_model_tensor_read_elsewhere_is_refused() -> None:
+    """A position embedding also read by another op cannot be sliced: the stream is refused, naming it."""
+    model = _randomise(TokenStream(leak=True), 0)
+    with pytest.raises(UnprunableError, match="pos_embed"):
+        apply_patterns(model, {"embed": torch.tensor([True, False, True, True])})
