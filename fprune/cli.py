@@ -4,7 +4,9 @@ Commands::
 
     fprune demo --out DIR                      # the main job: prune a CNN on bundled digits, write a report
     fprune prune MODEL --sparsity 0.5 --scorer l1 --plan plan.json [--save pruned.pt] [--input-shape 1,3,32,32]
-    fprune apply MODEL plan.json --out pruned.pt [--input-shape 1,3,32,32]
+                 [--prune-outputs] [--approximate] [--strict] [--ignore-outputs PATTERN] [--ignore-inputs PATTERN]
+                 [--per-module PATTERN=SPARSITY]
+    fprune apply MODEL plan.json --out pruned.pt [--input-shape 1,3,32,32] [--prune-outputs] [--approximate]
 
 ``MODEL`` is ``package.module:factory``: a callable taking no arguments that
 returns an ``nn.Module`` (or an ``nn.Module`` instance itself); the current
@@ -13,6 +15,13 @@ per-layer summary; ``apply`` loads a saved plan into a freshly built model,
 prints the summary and saves the pruned GraphModule with ``torch.save`` (load
 it with ``torch.load(path, weights_only=False)``).  Errors print one line,
 ``fprune: error: ...``, and exit with status 1; usage errors exit with 2.
+
+``prune`` runs ``score_with(scorer, prune_outputs=, approximate=, strict=)``,
+then ``ignore(outputs=[...], inputs=[...])`` with every ``--ignore-outputs``
+and ``--ignore-inputs`` pattern, then ``topk_mask(sparsity, per_module={...})``
+with the ``--per-module`` items in the order given (the first key matching a
+group's producer wins).  A pattern matching no module is an error listing the
+closest names.
 
 Example:
     >>> from fprune.cli import main
@@ -39,9 +48,10 @@ from torch import nn
 from fprune.errors import FpruneError, FpruneWarning, InvalidArgumentError, InvalidTypeError
 from fprune.groups import Options
 from fprune.masks import topk_mask
-from fprune.plan import load_plan, plan_from_scored, score_model
+from fprune.plan import load_plan, plan_from_scored, score_with
 from fprune.rewrite import apply_patterns
 from fprune.scores import score_bn_scale, score_fpgm, score_l1, score_l2, score_random
+from fprune.select import ignore
 from fprune.summary import summary
 from fprune.types import Scorer
 
@@ -82,6 +92,30 @@ def _shape(text: str) -> tuple[int, ...]:
     if not shape or any(d < 1 for d in shape):
         raise argparse.ArgumentTypeError(f"expected positive ints separated by commas, e.g. 1,3,32,32; got {text!r}")
     return shape
+
+
+def _pattern(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a module name or fnmatch glob, e.g. fc or 'layer4.*'; got ''")
+    return text
+
+
+def _module_sparsity(text: str) -> tuple[str, float]:
+    """``PATTERN=SPARSITY`` (``'layer4.*=0.7'``) as the pair (pattern, sparsity)."""
+    form = "expected PATTERN=SPARSITY, a module name or fnmatch glob and a number in [0, 1), e.g. 'layer4.*=0.7'"
+    pattern, sep, value = text.rpartition("=")
+    pattern = pattern.strip()
+    if not sep or not pattern:
+        raise argparse.ArgumentTypeError(f"{form}; got {text!r}")
+    try:
+        fraction = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{form}; got {text!r}, whose sparsity {value!r} is not a number") from None
+    try:
+        topk_mask(fraction)
+    except FpruneError:
+        raise argparse.ArgumentTypeError(f"{form}; got {text!r}, whose sparsity {value} is not in [0, 1)") from None
+    return pattern, fraction
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -195,12 +229,28 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _per_module(pairs: Sequence[tuple[str, float]]) -> dict[str, float]:
+    """The ``--per-module`` items as topk_mask's mapping, in command-line order; a pattern given twice raises."""
+    out: dict[str, float] = {}
+    for pattern, fraction in pairs:
+        if pattern in out:
+            raise InvalidArgumentError(
+                f"--per-module gives the pattern {pattern!r} twice ({pattern}={out[pattern]:g} and "
+                f"{pattern}={fraction:g}). Fix: give each pattern once; the first item matching a group wins."
+            )
+        out[pattern] = fraction
+    return out
+
+
 def _cmd_prune(args: argparse.Namespace) -> int:
     model = load_factory(args.model)
     example = _example(args.input_shape)
-    options = Options(prune_outputs=args.prune_outputs)
+    score = score_with(SCORERS[args.scorer](args.seed), prune_outputs=args.prune_outputs,
+                       approximate=args.approximate, strict=args.strict)
+    leave_out = ignore(outputs=tuple(args.ignore_outputs or ()), inputs=tuple(args.ignore_inputs or ()))
+    rule = topk_mask(args.sparsity, per_module=_per_module(args.per_module or ()))
     with _report_warnings():
-        plan = plan_from_scored(topk_mask(args.sparsity), score_model(SCORERS[args.scorer](args.seed), model, options))
+        plan = plan_from_scored(rule, leave_out(score(model)))
         pruned = apply_patterns(plan)
     table = summary(model, pruned, example)
     text = plan.to_json()
@@ -217,7 +267,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 def _cmd_apply(args: argparse.Namespace) -> int:
     text = Path(args.plan).read_text(encoding="utf-8")
     model = load_factory(args.model)
-    options = Options(prune_outputs=args.prune_outputs)
+    options = Options(prune_outputs=args.prune_outputs, approximate=args.approximate)
     with _report_warnings():
         pruned = apply_patterns(load_plan(text, model, options))
     table = summary(model, pruned, _example(args.input_shape))
@@ -273,6 +323,19 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--save", metavar="PRUNED.pt", help="also save the pruned GraphModule (torch.save)")
     prune.add_argument("--input-shape", type=_shape, metavar="SHAPE", help=shape_help)
     prune.add_argument("--prune-outputs", action="store_true", help="also prune channels that reach the output")
+    prune.add_argument("--approximate", action="store_true",
+                       help="also prune groups whose removal is not exact (e.g. a LayerNorm over them)")
+    prune.add_argument("--strict", action="store_true",
+                       help="an op fprune has no rule for, reading a group's channels, is an error (default: "
+                            "the group is left unpruned with a warning)")
+    prune.add_argument("--ignore-outputs", action="append", type=_pattern, metavar="PATTERN",
+                       help="keep the output channels of the modules this name or fnmatch glob selects (a name "
+                            "covers the modules inside it); repeatable")
+    prune.add_argument("--ignore-inputs", action="append", type=_pattern, metavar="PATTERN",
+                       help="keep the input width of the modules this name or glob selects; repeatable")
+    prune.add_argument("--per-module", action="append", type=_module_sparsity, metavar="PATTERN=SPARSITY",
+                       help="prune this fraction of the groups whose producer the name or glob selects, instead "
+                            "of --sparsity; repeatable, the first matching item wins, e.g. 'layer4.*=0.7'")
     prune.set_defaults(run=_cmd_prune)
 
     apply = sub.add_parser(
@@ -285,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--out", required=True, metavar="PRUNED.pt", help="where to save the pruned GraphModule")
     apply.add_argument("--input-shape", type=_shape, metavar="SHAPE", help=shape_help)
     apply.add_argument("--prune-outputs", action="store_true", help="the plan prunes channels that reach the output")
+    apply.add_argument("--approximate", action="store_true",
+                       help="the plan prunes groups whose removal is not exact (made with prune --approximate)")
     apply.set_defaults(run=_cmd_apply)
     return parser
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import pytest
 import torch
 from torch.fx import GraphModule
 
-from fprune import apply_patterns, load_plan
+from fprune import Options, apply_patterns, load_plan
 from fprune.cli import load_factory, main
 from fprune.errors import FpruneError, InvalidArgumentError
 
@@ -32,6 +33,33 @@ def other():
 
 def not_a_model():
     return 42
+
+def layers():
+    torch.manual_seed(0)
+    net = nn.Sequential()
+    net.add_module("layer1", nn.Sequential(nn.Linear(4, 8), nn.ReLU()))
+    net.add_module("layer2", nn.Sequential(nn.Linear(8, 8), nn.ReLU()))
+    net.add_module("layer3", nn.Sequential(nn.Linear(8, 8), nn.ReLU()))
+    net.add_module("layer4", nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU()))
+    net.add_module("fc", nn.Linear(8, 2))
+    return net
+
+def layer_norm():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 2))
+
+class Cumsum(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 6)
+        self.b = nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.b(torch.cumsum(self.a(x), dim=1))
+
+def unknown_op():
+    torch.manual_seed(0)
+    return Cumsum()
 
 instance = build()
 '''
@@ -141,6 +169,185 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]
     """Malformed arguments exit 2 with argparse's usage message."""
     assert main(argv) == 2
     assert words in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------
+# Choosing what to prune: --strict, --ignore-outputs/-inputs, --per-module, --prune-outputs, --approximate
+
+LAYERS = ("layer1.0", "layer2.0", "layer3.0", "layer4.0", "layer4.2", "fc")
+
+
+def _widths(workdir: Path, names: tuple[str, ...] = LAYERS) -> dict[str, int]:
+    """out_features of the named Linear layers in the saved pruned GraphModule."""
+    pruned = torch.load(workdir / "p.pt", weights_only=False)
+    return {name: pruned.get_submodule(name).out_features for name in names}
+
+
+def _kept(workdir: Path, spec: str, *flags: str) -> dict[str, int]:
+    """Kept channels per pruned group of the written plan, read back with the options the flags name."""
+    options = Options(prune_outputs="--prune-outputs" in flags, approximate="--approximate" in flags)
+    plan = load_plan((workdir / "p.json").read_text(), load_factory(spec), options)
+    return {k: int(m.sum()) for k, m in plan.masks.items() if not bool(m.all())}
+
+
+def test_default_prunes_every_hidden_group(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without selection flags every hidden group loses half its channels and the output layer warns."""
+    assert main(["prune", f"{MOD}:layers", "--sparsity", "0.5", "--plan", "p.json", "--save", "p.pt"]) == 0
+    assert _widths(workdir) == {"layer1.0": 4, "layer2.0": 4, "layer3.0": 4, "layer4.0": 4, "layer4.2": 4, "fc": 2}
+    assert "left unpruned: 'fc'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, widths",
+    [
+        (["--ignore-outputs", "layer2"], {"layer2.0": 8}),
+        (["--ignore-outputs", "layer4.*"], {"layer4.0": 8, "layer4.2": 8}),
+        (["--ignore-outputs", "layer1", "--ignore-outputs", "layer3.0"], {"layer1.0": 8, "layer3.0": 8}),
+        (["--ignore-inputs", "fc"], {"layer4.2": 8}),
+        (["--ignore-inputs", "layer[23]"], {"layer1.0": 8, "layer2.0": 8}),
+        (["--ignore-outputs", "layer1", "--ignore-inputs", "fc"], {"layer1.0": 8, "layer4.2": 8}),
+    ],
+    ids=["name", "glob", "repeated", "inputs", "inputs-glob", "both"],
+)
+def test_ignore_keeps_the_selected_groups_whole(workdir: Path, capsys: pytest.CaptureFixture[str],
+                                                flags: list[str], widths: dict[str, int]) -> None:
+    """--ignore-outputs/--ignore-inputs leave the selected modules at full width; every other group is pruned."""
+    assert main(["prune", f"{MOD}:layers", "--sparsity", "0.5", "--plan", "p.json", "--save", "p.pt", *flags]) == 0
+    expected = {name: 4 for name in LAYERS[:-1]} | {"fc": 2} | widths
+    assert _widths(workdir) == expected
+    assert _kept(workdir, f"{MOD}:layers") == {k: v for k, v in expected.items() if k not in widths and k != "fc"}
+
+
+@pytest.mark.parametrize(
+    "items, widths",
+    [
+        (["layer4.*=0.75"], {"layer4.0": 2, "layer4.2": 2}),
+        (["layer2=0.25", "layer3.0=0"], {"layer2.0": 6, "layer3.0": 8}),
+        (["layer4.2=0.125", "layer4=0.75"], {"layer4.0": 2, "layer4.2": 7}),  # the first match wins
+        (["layer4=0.75", "layer4.2=0.125"], {"layer4.0": 2, "layer4.2": 2}),
+        (["layer[12]* = 0.875"], {"layer1.0": 1, "layer2.0": 1}),
+    ],
+    ids=["glob", "two", "first-wins", "first-wins-reversed", "spaces"],
+)
+def test_per_module_gives_exact_kept_counts(workdir: Path, capsys: pytest.CaptureFixture[str],
+                                           items: list[str], widths: dict[str, int]) -> None:
+    """--per-module items set the sparsity of the groups they match, in order; the rest get --sparsity."""
+    flags = [arg for item in items for arg in ("--per-module", item)]
+    assert main(["prune", f"{MOD}:layers", "--sparsity", "0.5", "--plan", "p.json", "--save", "p.pt", *flags]) == 0
+    expected = {name: 4 for name in LAYERS[:-1]} | {"fc": 2} | widths
+    assert _widths(workdir) == expected
+    assert _kept(workdir, f"{MOD}:layers") == {k: v for k, v in expected.items() if k != "fc" and v < 8}
+
+
+def test_ignore_and_per_module_together(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An ignored group stays whole even when a --per-module item matches it."""
+    assert main(["prune", f"{MOD}:layers", "--sparsity", "0.5", "--plan", "p.json", "--save", "p.pt",
+                 "--ignore-outputs", "layer4.2", "--per-module", "layer4=0.75"]) == 0
+    assert _widths(workdir) == {"layer1.0": 4, "layer2.0": 4, "layer3.0": 4, "layer4.0": 2, "layer4.2": 8, "fc": 2}
+
+
+def test_readme_command_line_example(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's example with the selection flags runs and does what its text says."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    line = next(line for line in readme.splitlines() if line.startswith("fprune prune") and "--per-module" in line)
+    argv = shlex.split(line.replace("package.module:factory", f"{MOD}:layers"))
+    assert argv[:2] == ["fprune", "prune"] and "--save" not in argv
+    assert main([*argv[1:], "--save", "p.pt"]) == 0
+    assert _widths(workdir) == {"layer1.0": 8, "layer2.0": 6, "layer3.0": 2, "layer4.0": 4, "layer4.2": 8, "fc": 2}
+    assert "left unpruned: 'fc'" in capsys.readouterr().err
+
+
+def test_prune_outputs_prunes_the_output_layer(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--prune-outputs reaches the plan: the output layer is pruned, no warning, and apply replays it."""
+    assert main(["prune", f"{MOD}:layers", "--sparsity", "0.5", "--plan", "p.json", "--save", "p.pt",
+                 "--prune-outputs"]) == 0
+    assert _widths(workdir)["fc"] == 1
+    assert "warning" not in capsys.readouterr().err
+    assert _kept(workdir, f"{MOD}:layers", "--prune-outputs")["fc"] == 1
+    assert main(["apply", f"{MOD}:layers", "p.json", "--out", "a.pt"]) == 1  # the plan needs --prune-outputs
+    assert "fprune: error: " in capsys.readouterr().err
+    assert main(["apply", f"{MOD}:layers", "p.json", "--out", "a.pt", "--prune-outputs"]) == 0
+
+
+def test_approximate_prunes_through_layer_norm(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--approximate reaches the plan: a group normalised by a LayerNorm is pruned; apply needs it too."""
+    assert main(["prune", f"{MOD}:layer_norm", "--sparsity", "0.5", "--plan", "p.json", "--save", "p.pt"]) == 0
+    assert _widths(workdir, ("0",)) == {"0": 8}
+    assert "left unpruned: '0'" in capsys.readouterr().err
+    assert main(["prune", f"{MOD}:layer_norm", "--sparsity", "0.5", "--plan", "p.json", "--save", "p.pt",
+                 "--approximate"]) == 0
+    assert _widths(workdir, ("0",)) == {"0": 4}
+    assert torch.load(workdir / "p.pt", weights_only=False).get_submodule("1").normalized_shape == (4,)
+    assert "left unpruned: '0'" not in capsys.readouterr().err
+    assert main(["apply", f"{MOD}:layer_norm", "p.json", "--out", "a.pt"]) == 1
+    assert "fprune: error: " in capsys.readouterr().err
+    assert main(["apply", f"{MOD}:layer_norm", "p.json", "--out", "a.pt", "--approximate"]) == 0
+
+
+def test_strict_refuses_an_unknown_op(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--strict turns the unknown-op warning into exit 1 naming group, node and op; nothing is written."""
+    assert main(["prune", f"{MOD}:unknown_op", "--sparsity", "0.5", "--plan", "p.json"]) == 0
+    err = capsys.readouterr().err
+    assert "fprune: warning: left unpruned: 'a'" in err and "node 'cumsum'" in err
+    (workdir / "p.json").unlink()
+    assert main(["prune", f"{MOD}:unknown_op", "--sparsity", "0.5", "--plan", "p.json", "--save", "p.pt",
+                 "--strict"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fprune: error: strict=True: ") and err.count("\n") == 1
+    assert "group 'a'" in err and "node 'cumsum'" in err and "Fix:" in err
+    assert not (workdir / "p.json").exists() and not (workdir / "p.pt").exists()
+
+
+def test_strict_passes_a_model_it_understands(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--strict changes nothing where every op is understood."""
+    assert main(["prune", f"{MOD}:layers", "--sparsity", "0.5", "--plan", "p.json", "--save", "p.pt", "--strict"]) == 0
+    assert _widths(workdir)["layer1.0"] == 4
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--ignore-outputs", "layr4"], "ignore(outputs='layr4'), outputs: 'layr4' matches no module of the model "
+                                        "(did you mean "),
+        (["--ignore-inputs", "fc2"], "'fc2' matches no module of the model (did you mean 'fc'"),
+        (["--per-module", "layer5.*=0.5"], "per_module: 'layer5.*' matches no producer of a channel group"),
+        (["--per-module", "fc=0.2", "--per-module", "fc=0.3"], "--per-module gives the pattern 'fc' twice"),
+    ],
+    ids=["ignore-outputs", "ignore-inputs", "per-module", "per-module-twice"],
+)
+def test_pattern_errors_exit_1(workdir: Path, capsys: pytest.CaptureFixture[str], flags: list[str],
+                               words: str) -> None:
+    """A pattern matching no module exits 1 with the library's message and the closest names; nothing is written."""
+    assert main(["prune", f"{MOD}:layers", "--sparsity", "0.5", "--plan", "p.json", *flags]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fprune: error: ") and err.count("\n") == 1
+    assert words in err and "Fix:" in err
+    assert not (workdir / "p.json").exists()
+
+
+@pytest.mark.parametrize(
+    "item, words",
+    [
+        ("layer4", "got 'layer4'"),
+        ("=0.5", "got '=0.5'"),
+        ("layer4=", "got 'layer4=', whose sparsity '' is not a number"),
+        ("layer4=half", "got 'layer4=half', whose sparsity 'half' is not a number"),
+        ("layer4=1.0", "got 'layer4=1.0', whose sparsity 1.0 is not in [0, 1)"),
+        ("layer4=nan", "whose sparsity nan is not in [0, 1)"),
+    ],
+)
+def test_malformed_per_module_exits_2(capsys: pytest.CaptureFixture[str], item: str, words: str) -> None:
+    """A --per-module item that is not PATTERN=SPARSITY is a usage error naming the item and the expected form."""
+    assert main(["prune", "m:f", "--sparsity", "0.5", "--plan", "p.json", "--per-module", item]) == 2
+    err = capsys.readouterr().err
+    assert "argument --per-module: expected PATTERN=SPARSITY" in err and "e.g. 'layer4.*=0.7'" in err
+    assert words in err
+
+
+def test_empty_ignore_pattern_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty --ignore-outputs pattern is a usage error."""
+    assert main(["prune", "m:f", "--sparsity", "0.5", "--plan", "p.json", "--ignore-outputs", ""]) == 2
+    assert "argument --ignore-outputs: expected a module name or fnmatch glob" in capsys.readouterr().err
 
 
 def test_python_m_fprune() -> None:
