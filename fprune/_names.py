@@ -1,6 +1,6 @@
 """Module selectors: which modules a user means by a name, a glob, a type or a predicate.
 
-Shared by :func:`fprune.ignore` and ``topk_mask(per_group=...)``.  A selector
+Shared by :func:`fprune.ignore` and ``topk_mask(per_module=...)``.  A selector
 is one of:
 
 * a fully-qualified module name (``"layer4.0.conv1"``) or an :mod:`fnmatch`

@@ -661,6 +661,43 @@ def _grouped(state: _State, node: Node, dim: int, base: Rule) -> Value:
     return out
 
 
+def _conv_transpose(spatial: int) -> Rule:
+    """ConvTranspose: reads channels on dim 1, emits out_channels on dim 1 (weight is (in, out, ...))."""
+    dim = -(spatial + 1)
+    size: Callable[[Any], int] = lambda m: int(m.out_channels)
+    base = _producer(dim, dim, spatial, size)
+
+    def rule(state: _State, node: Node) -> Value:
+        module = state.module(node)
+        if len(node.args) != 1 or node.kwargs or module.groups != 1:
+            why = (f"grouped transposed convolution (groups={module.groups}) is not supported"
+                   if module.groups != 1 else "transposed convolution called with an output size")
+            state.unknown(node, why)
+            return None
+        return base(state, node)
+
+    return rule
+
+
+def _embedding(state: _State, node: Node) -> Value:
+    """Embedding: a producer whose channels are the columns of its weight (one row per index)."""
+    module = state.module(node)
+    assert isinstance(module, nn.Embedding)
+    if len(node.args) != 1 or node.kwargs:
+        state.unknown(node)
+        return None
+    state.unknown(node, "indexes an embedding with pruned channels")  # blocks tracked indices, if any
+    name = str(node.target)
+    if name not in state.producer_space:
+        state.producer_space[name] = state.new_space(int(module.embedding_dim), name)
+    space = state.producer_space[name]
+    state.add_role(node, None, space)
+    if module.max_norm is not None:
+        state.block_spaces([space], "inexact", node, "max_norm renormalises each embedding over its channels, "
+                           "so removing channels changes the kept ones; pass approximate=True to prune anyway")
+    return Layout(-1, (Seg(space, int(module.embedding_dim)),), rank=None, spatial=1)
+
+
 def _is_depthwise(module: Any) -> bool:
     groups = getattr(module, "groups", 1)
     return bool(groups > 1 and module.in_channels == groups == module.out_channels)
@@ -1397,6 +1434,9 @@ class _Index:
 def _build_index() -> _Index:
     modules: dict[type, Rule] = {t: _linear_or_conv(t) for t in (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)}
     modules[nn.LSTM] = _lstm
+    modules[nn.Embedding] = _embedding
+    modules.update({nn.ConvTranspose1d: _conv_transpose(1), nn.ConvTranspose2d: _conv_transpose(2),
+                    nn.ConvTranspose3d: _conv_transpose(3)})
     modules.update({t: _elementwise for t in _ACTIVATION_MODULES})
     modules[nn.PReLU] = _prelu
     modules.update({nn.BatchNorm1d: _channelwise(None), nn.BatchNorm2d: _channelwise(2),

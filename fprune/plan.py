@@ -305,6 +305,14 @@ def _producer_scores(scorer: Scorer, name: str, module: Any, stages: tuple[tuple
             if scorer.needs_grad and weight.grad is not None:
                 rows.grad = _untile(weight.grad.flatten(1), stages)
         return score_tensor(scorer, rows, name=f"{name}.weight")
+    source = spec_for(module).mask_source
+    if source is not None and source[0] == "weight" and source[1] != 0 and not isinstance(module, nn.LSTM):
+        weight = module.weight  # Embedding, ConvTranspose: the channels are the weight's dim 1
+        with torch.no_grad():
+            rows = weight.detach().transpose(0, source[1])
+            if scorer.needs_grad and weight.grad is not None:
+                rows.grad = weight.grad.transpose(0, source[1])
+        return score_tensor(scorer, rows, name=f"{name}.weight")
     if not isinstance(module, nn.LSTM):
         return score_tensor(scorer, module.weight, name=f"{name}.weight")
     total: Tensor | None = None
@@ -347,7 +355,7 @@ def plan_from_scored(mask_fn: MaskFn, scored: Scored) -> Plan:
     rules (``topk_mask``, ``threshold_mask``, ``global_topk_mask``) also
     receive the producers of every group of the model,
     ``select_many(scores, producers={group: (fqn, ...)})``, which
-    ``topk_mask(per_group=...)`` matches its keys against; any other
+    ``topk_mask(per_module=...)`` matches its keys against; any other
     :class:`fprune.MaskFn` is called as ``select_many(scores)``.
 
     Example:
@@ -365,7 +373,7 @@ def plan_from_scored(mask_fn: MaskFn, scored: Scored) -> Plan:
     from fprune.masks import _MaskRule
 
     scores = dict(scored.scores)
-    if isinstance(mask_fn, _MaskRule):  # fprune's own rules may key on module names (topk_mask(per_group=...))
+    if isinstance(mask_fn, _MaskRule):  # fprune's own rules may key on module names (topk_mask(per_module=...))
         producers = {group.name: group.producers for group in scored.analysis.groups}
         masks = mask_fn.select_many(scores, producers=producers)
     else:  # a user-written MaskFn: the plain protocol

@@ -514,7 +514,7 @@ def _fold(
             rows = analysis.space_mask(out_space, {index: mask})  # a mask over heads or conv groups: their rows
             assert rows is not None
             weight = getattr(modules[pname], source[0]).detach().clone()
-            weight[~rows.to(weight.device)] = 0
+            weight.transpose(0, source[1])[~rows.to(weight.device)] = 0  # channels on dim 1: Embedding, ConvTranspose
             edits.setdefault(pname, {})[source[0]] = weight
             zeroed[pname] = rows
     for name, delta in deltas.items():

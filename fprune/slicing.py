@@ -145,6 +145,19 @@ def _mha_attrs(m: Any) -> dict[str, Any]:
             "__class__": PrunedMultiheadAttention}
 
 
+def _conv_transpose_index(m: Any, in_keep: Tensor | None, out_keep: Tensor | None) -> IndexMap:
+    return _entries(m, {"weight": {0: in_keep, 1: out_keep}, "bias": {0: out_keep}})
+
+
+def _conv_transpose_attrs(m: Any) -> dict[str, Any]:
+    inp, out = m.weight.shape[:2]
+    return {"in_channels": inp, "out_channels": out}
+
+
+def _embedding_index(m: Any, in_keep: Tensor | None, out_keep: Tensor | None) -> IndexMap:
+    return _entries(m, {"weight": {1: out_keep}})
+
+
 _DEPTHWISE = SliceSpec(_depthwise_index, _depthwise_attrs)
 _GROUPED = SliceSpec(_grouped_index, _grouped_attrs, ("weight", 0))
 _LINEAR = SliceSpec(_linear_index, _linear_attrs, ("weight", 0))
@@ -165,6 +178,10 @@ SPECS: Mapping[type, SliceSpec] = MappingProxyType({
     nn.LayerNorm: SliceSpec(_channelwise_index, _layer_norm_attrs, width_attrs=lambda m, n: {"normalized_shape": (n,)}),
     nn.PReLU: SliceSpec(_prelu_index, lambda m: {"num_parameters": m.weight.shape[0]}),
     nn.LSTM: SliceSpec(_lstm_index, _lstm_attrs, ("weight_hh_l0", 1)),
+    nn.ConvTranspose1d: SliceSpec(_conv_transpose_index, _conv_transpose_attrs, ("weight", 1)),
+    nn.ConvTranspose2d: SliceSpec(_conv_transpose_index, _conv_transpose_attrs, ("weight", 1)),
+    nn.ConvTranspose3d: SliceSpec(_conv_transpose_index, _conv_transpose_attrs, ("weight", 1)),
+    nn.Embedding: SliceSpec(_embedding_index, lambda m: {"embedding_dim": m.weight.shape[1]}, ("weight", 1)),
     nn.GroupNorm: SliceSpec(_channelwise_index, lambda m: {}, width_attrs=_group_norm_width),
     nn.MultiheadAttention: SliceSpec(_mha_index, _mha_attrs, ("in_proj_weight", 0)),
 })

@@ -100,8 +100,9 @@ ARCHITECTURES: dict[str, Arch] = {
     "ResNeXtBlock": Arch(ResNeXtBlock, _image, frozenset({"conv1", "block.conv1"}), "fc"),
     # conv1's channels are pruned by whole GroupNorm groups; conv2 reaches the output.
     "GroupNormNet": Arch(GroupNormNet, _image, frozenset({"conv1"}), "conv2"),
-    # No LayerNorm: the LSTM's hidden units (every gate and layer) are prunable; the decoder is the output.
-    "LSTMLM": Arch(lambda: LSTMLM(norm=False), _words, frozenset({"lstm"}), "decoder"),
+    # No LayerNorm: the embedding's channels (the LSTM's input) and the LSTM's hidden units (every gate and
+    # layer) are prunable; the decoder is the output.
+    "LSTMLM": Arch(lambda: LSTMLM(norm=False), _words, frozenset({"embed", "lstm"}), "decoder"),
 }
 
 

@@ -309,3 +309,37 @@ def test_model_tensor_read_elsewhere_is_refused() -> None:
     model = _randomise(TokenStream(leak=True), 0)
     with pytest.raises(UnprunableError, match="pos_embed"):
         apply_patterns(model, {"embed": torch.tensor([True, False, True, True])})
+
+
+@settings(max_examples=examples(10))
+@given(seed=st.integers(0, 2**16), stride=st.integers(1, 2), padding=st.integers(0, 1))
+def test_conv_transpose_producer_and_consumer(seed: int, stride: int, padding: int) -> None:
+    """ConvTranspose2d's channels are its weight's dim 1 (rows: dim 0 are its inputs); both sides prune exactly."""
+    model = _randomise(nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.ConvTranspose2d(4, 6, 3, stride, padding),
+                                     nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 2, 1)), seed)
+    masks = _masks({"0": 4, "2": 6}, seed)
+    pruned = _check_exact(model, masks, torch.randn(1, 2, 7, 7, dtype=torch.float64))
+    assert pruned.get_submodule("2").weight.shape[:2] == (int(masks["0"].sum()), int(masks["2"].sum()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert score_l1(model).scores["2"].shape == (6,)  # one score per output channel
+
+
+def test_embedding_producer() -> None:
+    """An Embedding's channels are its weight's columns; with max_norm they are inexact."""
+    model = _randomise(nn.Sequential(nn.Embedding(10, 5), nn.Linear(5, 3), nn.ReLU(), nn.Linear(3, 2)), 0)
+    keep = torch.tensor([True, False, True, True, False])
+    pruned = _check_exact(model, {"0": keep}, torch.randint(0, 10, (4, 3)))
+    assert pruned.get_submodule("0").weight.shape == (10, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert score_l1(model).scores["0"].shape == (5,)
+    capped = nn.Sequential(nn.Embedding(10, 5, max_norm=1.0), nn.Linear(5, 2))
+    with pytest.raises(UnprunableError, match="max_norm"):
+        apply_patterns(capped, {"0": keep})
+
+
+def test_grouped_conv_transpose_is_refused() -> None:
+    model = nn.Sequential(nn.Conv2d(2, 4, 1), nn.ConvTranspose2d(4, 4, 3, groups=2), nn.Conv2d(4, 1, 1))
+    with pytest.raises(UnprunableError, match="grouped transposed convolution"):
+        apply_patterns(model, {"0": torch.tensor([True, False, True, True])})
