@@ -1184,6 +1184,52 @@ def _unbind(state: _State, node: Node) -> Value:
     return Unbound(replace(layout, dim=(p - (removed < p)) - new_rank, rank=new_rank))
 
 
+def _chunk(state: _State, node: Node) -> Value:
+    """chunk / split into equal pieces: along another dim every piece keeps the channels; along the
+    channels each piece is one tile of the producer's space (a unit removes its channel in every piece,
+    as for the two halves of a gated MLP)."""
+    source = node.args[0] if node.args else None
+    layout = state.values.get(source) if isinstance(source, Node) else None
+    if not isinstance(layout, Layout):
+        if layout is not None:
+            state.unknown(node)
+        return None
+    split = node.target in ("split", torch.split)
+    size = _arg(node, 1, "split_size_or_sections" if split else "chunks", None)
+    dim = _arg(node, 2, "dim", 0)
+    rank = layout.rank
+    d = dim if type(dim) is int and dim < 0 else (dim - rank if type(dim) is int and rank is not None else None)
+    if d is None:
+        state.unknown(node, "splits a tensor whose channel position is not known")
+        return None
+    if d != layout.dim:
+        return Unbound(layout if d < layout.dim else replace(layout, spatial=None))
+    width = layout.width
+    sizes = list(size) if isinstance(size, (list, tuple)) else None
+    pieces = None
+    if width and len(layout.segs) == 1 and layout.factor == 1:
+        if not split and type(size) is int and size > 0 and width % size == 0:
+            pieces = size
+        elif split and type(size) is int and size > 0 and width % size == 0:
+            pieces = width // size
+        elif split and sizes and all(type(v) is int for v in sizes) and len(set(sizes)) == 1 \
+                and sizes[0] * len(sizes) == width:
+            pieces = len(sizes)
+    unit = None if pieces is None or width is None else state.refine(layout.segs[0].space, width // pieces, 1, pieces)
+    if unit is None or width is None or pieces is None:
+        state.unknown(node, "splits the pruned channels into pieces fprune cannot keep equal "
+                      "(supported: chunk(k) or split(size) into equal pieces of one producer's channels)")
+        return None
+    if split:  # the piece size is a constant in the graph: it follows the kept count
+        paths = [(1, i) for i in range(len(sizes))] if sizes else [(1,)]
+        if node.op == "call_function" and "split_size_or_sections" in node.kwargs:
+            state.unknown(node, "split with keyword sizes; pass them positionally")
+            return None
+        state.edits.extend(Edit(node.name, path, "count", unit) for path in paths)
+    state.block_spaces([unit], "fold", node, "a split of the channels lies between producer and consumer")
+    return Unbound(Layout(layout.dim, (Seg(unit, width // pieces),), rank=rank, spatial=layout.spatial))
+
+
 def _matmul(state: _State, node: Node) -> Value:
     """Batched matmul: channels on a batch dim (heads) couple the operands and pass through."""
     operands = [state.values.get(a) if isinstance(a, Node) else None for a in node.args[:2]]
@@ -1457,6 +1503,7 @@ def _build_index() -> _Index:
     functions.update({f: _binary for f in _BINARY})
     functions[F.prelu] = _functional_prelu
     functions[F.batch_norm] = _functional_batch_norm
+    functions.update({torch.chunk: _chunk, torch.split: _chunk})
     functions.update({torch.permute: _permute, torch.transpose: _transpose, torch.unbind: _unbind,
                       operator.matmul: _matmul, torch.matmul: _matmul, torch.bmm: _matmul,
                       F.softmax: _softmax, torch.softmax: _softmax, F.log_softmax: _softmax,
@@ -1472,6 +1519,7 @@ def _build_index() -> _Index:
         functions.update({mx: _pool(k, False), avg: _pool(k, False), amx: _pool(k, True), aavg: _pool(k, True)})
     methods: dict[str, Rule] = {m: _elementwise for m in _ACTIVATION_METHODS}
     methods.update({m: _binary for m in _BINARY_METHODS})
+    methods.update({"chunk": _chunk, "split": _chunk})
     methods.update({"permute": _permute, "transpose": _transpose, "unbind": _unbind, "matmul": _matmul,
                     "softmax": _softmax, "log_softmax": _softmax})
     methods.update({"size": _shape_query, "dim": _shape_query, "flatten": _flatten, "view": _reshape, "reshape": _reshape, "mean": _reduce,

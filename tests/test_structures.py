@@ -343,3 +343,45 @@ def test_grouped_conv_transpose_is_refused() -> None:
     model = nn.Sequential(nn.Conv2d(2, 4, 1), nn.ConvTranspose2d(4, 4, 3, groups=2), nn.Conv2d(4, 1, 1))
     with pytest.raises(UnprunableError, match="grouped transposed convolution"):
         apply_patterns(model, {"0": torch.tensor([True, False, True, True])})
+
+
+class GatedMLP(nn.Module):
+    """fc1 -> two halves along the channels (chunk, split(size) or split([sizes])) -> silu(a) * b -> fc2."""
+
+    def __init__(self, how: str, hidden: int = 3) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.head = nn.Linear(4, 2 * hidden), nn.Linear(hidden, 4), nn.Linear(4, 2)
+        self.how, self.hidden = how, hidden
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.fc1(x)
+        if self.how == "chunk":
+            a, b = h.chunk(2, dim=-1)
+        elif self.how == "split":
+            a, b = torch.split(h, self.hidden, -1)
+        elif self.how == "sections":
+            a, b = h.split([self.hidden, self.hidden], -1)
+        else:  # along the tokens: both halves keep every channel
+            a, b = h.chunk(2, dim=-2)
+            a, b = a[..., : self.hidden], b[..., : self.hidden]
+        return self.head(x + self.fc2(F.silu(a) * b))
+
+
+@settings(max_examples=examples(10))
+@given(how=st.sampled_from(["chunk", "split", "sections"]), hidden=st.integers(2, 4), seed=st.integers(0, 2**16))
+def test_channel_split_prunes_both_halves_alike(how: str, hidden: int, seed: int) -> None:
+    """Splitting a producer's channels into equal pieces makes a unit remove its channel from every piece."""
+    model = _randomise(GatedMLP(how, hidden), seed)
+    group = analyze(trace(model)).group("fc1")
+    assert group.size == hidden and group.prunable()
+    masks = _masks({"fc1": hidden}, seed)
+    pruned = _check_exact(model, masks, torch.randn(2, 4, 4, dtype=torch.float64))
+    kept = int(masks["fc1"].sum())
+    assert pruned.get_submodule("fc1").out_features == 2 * kept and pruned.get_submodule("fc2").in_features == kept
+
+
+def test_split_along_other_dims_and_slicing_channels() -> None:
+    """chunk along the tokens passes the channels on; slicing the channels themselves is refused."""
+    model = _randomise(GatedMLP("tokens"), 0)
+    with pytest.raises(UnprunableError, match="getitem"):
+        apply_patterns(model, {"fc1": torch.tensor([True, False, True, True, False, True])})
