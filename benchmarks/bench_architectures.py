@@ -137,7 +137,7 @@ def median_ms(xs: list[float]) -> float:
 @dataclass
 class Spec:
     name: str
-    family: str  # "zoo" | "mlp" | "timm"
+    family: str  # "zoo" | "mlp" | "timm" | "torch"
     build: Callable[[], nn.Module]  # a fresh, deterministic model in eval mode
     make_input: Callable[[int], Tensor]  # batch size -> an input
     exact_dtype: torch.dtype  # dtype of the exactness check
@@ -163,6 +163,47 @@ def timm_spec(name: str, reps: int, vit: bool = False) -> Spec:
         make_input=lambda b: _seeded_input((b, 3, 224, 224), torch.float32),
         exact_dtype=torch.float32, heads=lambda m: [m.get_classifier()], reps=reps,
         latency_batch=8, latency_rounds=7, vit=vit,
+    )
+
+
+class _EncoderBlock(nn.Module):
+    """Pre-norm Transformer encoder block around torch's own nn.MultiheadAttention."""
+
+    def __init__(self, dim: int, heads: int, hidden: int) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.fc2(torch.nn.functional.gelu(self.fc1(self.norm2(x))))
+
+
+class _MHAEncoder(nn.Module):
+    """Token embedding, `depth` encoder blocks with nn.MultiheadAttention, mean-pooled Linear head."""
+
+    def __init__(self, depth: int = 6, dim: int = 192, heads: int = 3, hidden: int = 768) -> None:
+        super().__init__()
+        self.embed = nn.Linear(64, dim)
+        self.blocks = nn.Sequential(*[_EncoderBlock(dim, heads, hidden) for _ in range(depth)])
+        self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.norm(self.blocks(self.embed(x))).mean(1))
+
+
+def mha_spec(reps: int) -> Spec:
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        return _MHAEncoder().eval()
+
+    return Spec(
+        name="torch/mha_encoder", family="torch", build=build,
+        make_input=lambda b: _seeded_input((b, 197, 64), torch.float32),
+        exact_dtype=torch.float32, heads=lambda m: [m.head], reps=reps, latency_batch=8, latency_rounds=7,
+        note="6 pre-norm blocks, dim 192, 3 heads of nn.MultiheadAttention (ViT-Tiny sizes), 197 tokens",
     )
 
 
@@ -917,6 +958,8 @@ def main(argv: list[str] | None = None) -> int:
         timm_spec("resnet18", reps=7),
         timm_spec("mobilenetv3_small_100", reps=7),
         timm_spec("vit_tiny_patch16_224", reps=7, vit=True),
+        timm_spec("regnetx_002", reps=7),
+        mha_spec(reps=7),
     ]
     if args.only:
         keys = [k for k in args.only.split(",") if k]

@@ -38,6 +38,7 @@ __all__ = [
     "FAMILIES",
     "kinds",
     "zero_slices",
+    "randomised",
     "zero_rows",
     "MaskedLayerNorm",
     "with_masked_norms",
@@ -269,6 +270,18 @@ def kinds(steps: tuple[Any, ...]) -> tuple[Any, ...]:
 
 # --------------------------------------------------------------------------------------
 # Oracles: what a pruned model must compute.
+
+
+def randomised(model: nn.Module, seed: int) -> nn.Module:
+    """`model` with seeded random weights (running_var positive), in float64 eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+            if name.endswith("running_var"):
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
+            elif tensor.is_floating_point():
+                tensor.copy_(torch.randn(tensor.shape, generator=generator))
+    return model.double().eval()
 
 
 def zero_slices(model: nn.Module, params: dict[str, list[dict[str, Any]]]) -> nn.Module:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from model_strategies import zero_slices
+from model_strategies import randomised, zero_slices
 from torch import Tensor, nn
 
 from strategies import examples
@@ -122,17 +122,6 @@ class LeakyStats(MobileBlock):
         return super().forward(x) + self.bn1.weight.sum()
 
 
-def _randomise(model: nn.Module, seed: int) -> nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
-            if name.endswith("running_var"):
-                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
-            elif tensor.is_floating_point():
-                tensor.copy_(torch.randn(tensor.shape, generator=generator))
-    return model.double().eval()
-
-
 def _masks(analysis_groups: dict[str, int], seed: int) -> dict[str, Tensor]:
     generator = torch.Generator().manual_seed(seed)
     masks = {}
@@ -167,7 +156,7 @@ def _check_exact(model: nn.Module, masks: dict[str, Tensor], x: Tensor) -> nn.Mo
 )
 def test_attention_heads_exact(heads: int, head_dim: int, variant: str, seed: int) -> None:
     """Pruning heads (and the embedding and MLP) equals the original with those slices zeroed."""
-    model = _randomise(AttentionNet(heads, head_dim, variant), seed)
+    model = randomised(AttentionNet(heads, head_dim, variant), seed)
     analysis = analyze(trace(model))
     prunable = {g.name: g.size for g in analysis.groups if g.prunable()}
     head_group = "attn.q" if variant == "separate" else "attn.qkv"
@@ -181,7 +170,7 @@ def test_attention_heads_exact(heads: int, head_dim: int, variant: str, seed: in
 
 def test_attention_head_count_is_rewritten_in_the_graph() -> None:
     """The reshape into heads reads the kept head count; the merge back infers its size."""
-    model = _randomise(AttentionNet(4, 2, "unbind"), 0)
+    model = randomised(AttentionNet(4, 2, "unbind"), 0)
     pruned = apply_patterns(model, {"attn.qkv": torch.tensor([True, False, True, False])})
     assert "reshape(getitem, getitem_1, 3, 2, 2)" in pruned.code
     assert pruned.get_submodule("attn.qkv").out_features == 3 * 2 * 2
@@ -189,13 +178,13 @@ def test_attention_head_count_is_rewritten_in_the_graph() -> None:
 
 def test_attention_heads_scored_and_replayed() -> None:
     """score_l1 gives one score per head; the plan's JSON replays on a fresh copy."""
-    model = _randomise(AttentionNet(4, 3, "fused"), 1)
+    model = randomised(AttentionNet(4, 3, "fused"), 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scored = score_l1(model)
         plan = topk_mask(0.5)(scored)
     assert scored.scores["attn.qkv"].shape == (4,)
-    fresh = _randomise(AttentionNet(4, 3, "fused"), 1)
+    fresh = randomised(AttentionNet(4, 3, "fused"), 1)
     x = torch.randn(2, 4, 5, dtype=torch.float64)
     torch.testing.assert_close(apply_patterns(load_plan(plan.to_json(), fresh))(x), apply_patterns(plan)(x))
 
@@ -209,7 +198,7 @@ def test_softmax_over_heads_is_refused() -> None:
             qkv = self.attn.qkv(self.embed(x)).reshape(b, n, 3, self.attn.heads, self.attn.head_dim)
             return qkv.softmax(dim=3).sum()
 
-    model = _randomise(Bad(2, 2, "unbind"), 0)
+    model = randomised(Bad(2, 2, "unbind"), 0)
     with pytest.raises(UnprunableError, match="softmax"):
         apply_patterns(model, {"attn.qkv": torch.tensor([True, False])})
 
@@ -218,7 +207,7 @@ def test_softmax_over_heads_is_refused() -> None:
 @given(c=st.integers(2, 5), seed=st.integers(0, 2**16))
 def test_residual_concat_depthwise_se_exact(c: int, seed: int) -> None:
     """Concat, residual add, depthwise conv + BN and an SE gate prune exactly and consistently."""
-    model = _randomise(ResidualConcat(c), seed)
+    model = randomised(ResidualConcat(c), seed)
     analysis = analyze(trace(model))
     prunable = {g.name: g.size for g in analysis.groups if g.prunable()}
     assert set(prunable) == {"stem", "branch", "mix", "se_reduce"}
@@ -235,7 +224,7 @@ def test_residual_concat_depthwise_se_exact(c: int, seed: int) -> None:
 @given(c=st.integers(2, 5), seed=st.integers(0, 2**16))
 def test_functional_batch_norm_se_residual_exact(c: int, seed: int) -> None:
     """A traced-through BatchNorm subclass, depthwise conv, SE gate and residual prune exactly."""
-    model = _randomise(MobileBlock(c), seed)
+    model = randomised(MobileBlock(c), seed)
     analysis = analyze(trace(model))
     prunable = {g.name: g.size for g in analysis.groups if g.prunable()}
     assert set(prunable) == {"stem", "se_reduce"}
@@ -248,7 +237,7 @@ def test_functional_batch_norm_se_residual_exact(c: int, seed: int) -> None:
 
 def test_batch_norm_tensor_read_elsewhere_is_refused() -> None:
     """A BatchNorm tensor also read by another op is never sliced: its group is refused, naming the op."""
-    model = _randomise(LeakyStats(3), 0)
+    model = randomised(LeakyStats(3), 0)
     with pytest.raises(UnprunableError, match="bn1.weight"):
         apply_patterns(model, {"stem": torch.tensor([True, False, True])})
 
@@ -265,7 +254,7 @@ def test_attention_mask_argument_defaulting_to_none() -> None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
             return self.fc2(F.gelu(self.fc1(attn.proj(out.transpose(1, 2).reshape(b, n, -1)))))
 
-    model = _randomise(MaskArg(3, 2, "fused"), 0)
+    model = randomised(MaskArg(3, 2, "fused"), 0)
     _check_exact(model, {"attn.qkv": torch.tensor([True, False, True])}, torch.randn(2, 4, 5, dtype=torch.float64))
 
 
@@ -294,7 +283,7 @@ class TokenStream(nn.Module):
 @given(seed=st.integers(0, 2**16))
 def test_model_tensors_on_the_channels_are_sliced(seed: int) -> None:
     """Class token, position embedding and layer scale (the model's own tensors) are sliced with the stream."""
-    model = _randomise(TokenStream(), seed)
+    model = randomised(TokenStream(), seed)
     group = analyze(trace(model)).group("embed")
     assert group.producers == ("embed", "fc") and group.prunable()
     keep = _masks({"embed": 4}, seed)
@@ -306,7 +295,7 @@ def test_model_tensors_on_the_channels_are_sliced(seed: int) -> None:
 
 def test_model_tensor_read_elsewhere_is_refused() -> None:
     """A position embedding also read by another op cannot be sliced: the stream is refused, naming it."""
-    model = _randomise(TokenStream(leak=True), 0)
+    model = randomised(TokenStream(leak=True), 0)
     with pytest.raises(UnprunableError, match="pos_embed"):
         apply_patterns(model, {"embed": torch.tensor([True, False, True, True])})
 
@@ -315,7 +304,7 @@ def test_model_tensor_read_elsewhere_is_refused() -> None:
 @given(seed=st.integers(0, 2**16), stride=st.integers(1, 2), padding=st.integers(0, 1))
 def test_conv_transpose_producer_and_consumer(seed: int, stride: int, padding: int) -> None:
     """ConvTranspose2d's channels are its weight's dim 1 (rows: dim 0 are its inputs); both sides prune exactly."""
-    model = _randomise(nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.ConvTranspose2d(4, 6, 3, stride, padding),
+    model = randomised(nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.ConvTranspose2d(4, 6, 3, stride, padding),
                                      nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 2, 1)), seed)
     masks = _masks({"0": 4, "2": 6}, seed)
     pruned = _check_exact(model, masks, torch.randn(1, 2, 7, 7, dtype=torch.float64))
@@ -327,7 +316,7 @@ def test_conv_transpose_producer_and_consumer(seed: int, stride: int, padding: i
 
 def test_embedding_producer() -> None:
     """An Embedding's channels are its weight's columns; with max_norm they are inexact."""
-    model = _randomise(nn.Sequential(nn.Embedding(10, 5), nn.Linear(5, 3), nn.ReLU(), nn.Linear(3, 2)), 0)
+    model = randomised(nn.Sequential(nn.Embedding(10, 5), nn.Linear(5, 3), nn.ReLU(), nn.Linear(3, 2)), 0)
     keep = torch.tensor([True, False, True, True, False])
     pruned = _check_exact(model, {"0": keep}, torch.randint(0, 10, (4, 3)))
     assert pruned.get_submodule("0").weight.shape == (10, 3)
@@ -371,7 +360,7 @@ class GatedMLP(nn.Module):
 @given(how=st.sampled_from(["chunk", "split", "sections"]), hidden=st.integers(2, 4), seed=st.integers(0, 2**16))
 def test_channel_split_prunes_both_halves_alike(how: str, hidden: int, seed: int) -> None:
     """Splitting a producer's channels into equal pieces makes a unit remove its channel from every piece."""
-    model = _randomise(GatedMLP(how, hidden), seed)
+    model = randomised(GatedMLP(how, hidden), seed)
     group = analyze(trace(model)).group("fc1")
     assert group.size == hidden and group.prunable()
     masks = _masks({"fc1": hidden}, seed)
@@ -382,6 +371,6 @@ def test_channel_split_prunes_both_halves_alike(how: str, hidden: int, seed: int
 
 def test_split_along_other_dims_and_slicing_channels() -> None:
     """chunk along the tokens passes the channels on; slicing the channels themselves is refused."""
-    model = _randomise(GatedMLP("tokens"), 0)
+    model = randomised(GatedMLP("tokens"), 0)
     with pytest.raises(UnprunableError, match="getitem"):
         apply_patterns(model, {"fc1": torch.tensor([True, False, True, True, False, True])})

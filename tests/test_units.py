@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from model_strategies import zero_slices
+from model_strategies import randomised, zero_slices
 from toolz import pipe
 from torch import Tensor, nn
 
@@ -19,17 +19,6 @@ from fprune.errors import InvalidMaskError, UnprunableError
 from fprune.modules import PrunedMultiheadAttention
 from fprune.plan import Plan
 from strategies import examples
-
-
-def _randomise(model: nn.Module, seed: int) -> nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
-            if name.endswith("running_var"):
-                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
-            elif tensor.is_floating_point():
-                tensor.copy_(torch.randn(tensor.shape, generator=generator))
-    return model.double().eval()
 
 
 def _random_masks(sizes: dict[str, int], seed: int) -> dict[str, Tensor]:
@@ -90,7 +79,7 @@ def test_grouped_conv_and_group_norm_prune_whole_groups(
 ) -> None:
     """The coarsest of the conv and norm groups is the unit; pruning units is exact."""
     assume((groups * per_in) % max(gn_in, 1) == 0 and (groups * per_out) % gn_out == 0)
-    model = _randomise(GroupedBlock(groups, per_in, per_out, gn_in, gn_out), seed)
+    model = randomised(GroupedBlock(groups, per_in, per_out, gn_in, gn_out), seed)
     group = analyze(trace(model)).group("reduce")
     depthwise = per_in == per_out == 1  # channels pass through: no new producer
     assert group.producers == (("reduce",) if depthwise else ("reduce", "grouped"))
@@ -107,7 +96,7 @@ def test_grouped_conv_and_group_norm_prune_whole_groups(
 
 def test_group_norm_unit_count_in_mask_error() -> None:
     """A mask sized by channels for a group pruned in whole units says what a unit is."""
-    model = _randomise(GroupedBlock(4, 2, 2, 0, 2), 0)
+    model = randomised(GroupedBlock(4, 2, 2, 0, 2), 0)
     with pytest.raises(InvalidMaskError, match="whole attention heads, conv groups or norm groups"):
         apply_patterns(model, {"reduce": torch.ones(8, dtype=torch.bool)})
 
@@ -121,7 +110,7 @@ def test_grouped_conv_on_model_input_is_refused() -> None:
 
 def test_depthwise_multiplier_conv() -> None:
     """groups == in_channels with out = 2 x in (a depthwise multiplier) prunes per input channel."""
-    model = _randomise(nn.Sequential(nn.Conv2d(2, 3, 1), nn.Conv2d(3, 6, 3, groups=3), nn.ReLU(),
+    model = randomised(nn.Sequential(nn.Conv2d(2, 3, 1), nn.Conv2d(3, 6, 3, groups=3), nn.ReLU(),
                                      nn.Conv2d(6, 2, 1)), 1)
     pruned = _exact(model, {"0": torch.tensor([True, False, True])}, torch.randn(1, 2, 5, 5, dtype=torch.float64))
     assert pruned.get_submodule("1").weight.shape == (4, 1, 3, 3)
@@ -176,7 +165,7 @@ def test_multihead_attention_heads_and_stream_exact(
     heads: int, head_dim: int, batch_first: bool, bias: bool, masked: str, seed: int
 ) -> None:
     """Heads, the residual stream (in_proj columns, out_proj rows) and the MLP prune exactly."""
-    model = _randomise(MHABlock(heads * head_dim, heads, batch_first, bias), seed)
+    model = randomised(MHABlock(heads * head_dim, heads, batch_first, bias), seed)
     analysis = analyze(trace(model))
     prunable = {g.name: g.size for g in analysis.groups if g.prunable()}
     assert prunable == {"embed": heads * head_dim, "attn": heads, "fc1": 5}
@@ -239,7 +228,7 @@ def test_attention_weights_read_after_head_pruning() -> None:
             out, weights = self.attn(h, h, h)
             return self.head(out) + weights.sum()
 
-    model = _randomise(Weights(4, 2, True), 0)
+    model = randomised(Weights(4, 2, True), 0)
     keep = torch.tensor([True, False])
     with pytest.raises(UnprunableError, match="attention weights"):
         apply_patterns(model, {"attn": keep})
@@ -261,7 +250,7 @@ def test_cross_attention_prunes_heads_but_not_inputs() -> None:
             kv = self.kv(memory)
             return self.head(self.attn(self.q(x), kv, kv, need_weights=False)[0])
 
-    model = _randomise(Cross(), 0)
+    model = randomised(Cross(), 0)
     analysis = analyze(trace(model))
     assert not analysis.group("q").prunable() and not analysis.group("kv").prunable()
     x, memory = torch.randn(2, 3, 3, dtype=torch.float64), torch.randn(2, 5, 3, dtype=torch.float64)
@@ -270,7 +259,7 @@ def test_cross_attention_prunes_heads_but_not_inputs() -> None:
 
 
 def test_add_bias_kv_is_refused() -> None:
-    model = _randomise(MHABlock(4, 2, True), 0)
+    model = randomised(MHABlock(4, 2, True), 0)
     model.attn = nn.MultiheadAttention(4, 2, batch_first=True, add_bias_kv=True).double()
     analysis = analyze(trace(model))
     assert "attn" not in analysis.by_producer
@@ -279,7 +268,7 @@ def test_add_bias_kv_is_refused() -> None:
 
 def test_pruned_attention_prunes_again_and_scores() -> None:
     """A pruned model traces with the pruned attention as a leaf; scoring and pruning again stay exact."""
-    model = _randomise(MHABlock(6, 3, True), 3)
+    model = randomised(MHABlock(6, 3, True), 3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         once = pipe(model, score_l1, topk_mask(0.34), apply_patterns)
@@ -292,7 +281,7 @@ def test_pruned_attention_prunes_again_and_scores() -> None:
 
 def test_heads_under_fold_bias_are_zeroed_not_indexed_wrongly() -> None:
     """fold_bias keeps a head group whole with its rows zeroed (once an IndexError: mask over heads)."""
-    model = _randomise(MHABlock(4, 2, True), 0)
+    model = randomised(MHABlock(4, 2, True), 0)
     with pytest.warns(UserWarning, match="kept at full size"):
         pruned = apply_patterns(model, {"attn": torch.tensor([True, False])}, fold_bias=True)
     weight = pruned.get_submodule("attn").in_proj_weight
@@ -304,7 +293,7 @@ def test_attention_macs_follow_the_heads() -> None:
     """summary counts nn.MultiheadAttention's projections and attention, before and after pruning."""
     from fprune.summary import macs_by_module
 
-    model = _randomise(MHABlock(4, 2, True), 0)
+    model = randomised(MHABlock(4, 2, True), 0)
     x = torch.randn(3, 5, 3, dtype=torch.float64)
     pruned = apply_patterns(model, {"attn": torch.tensor([True, False])})
     before, after = macs_by_module(model, x)["attn"], macs_by_module(pruned, x)["attn"]
