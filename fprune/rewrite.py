@@ -382,7 +382,10 @@ def _rewrite(analysis: Analysis, masks: dict[int, Tensor], options: Options, own
         for tname, tensor in added.get(name, {}).items():
             setattr(module, tname, tensor)
         for attr, value in change.attrs.get(name, {}).items():
-            setattr(module, attr, value)
+            if attr in module.__dict__ and not isinstance(value, (Tensor, nn.Module)):
+                module.__dict__[attr] = value  # a plain number (out_features): nn.Module.__setattr__ is slow
+            else:
+                setattr(module, attr, value)
         if isinstance(module, nn.RNNBase):
             module._init_flat_weights()
     return out
