@@ -92,11 +92,16 @@ class Layout:
 
 @dataclass(frozen=True)
 class LSTMOut:
-    """The (output, (h_n, c_n)) tuple of an LSTM call (output carries `layout`); with `state`, its (h_n, c_n)."""
+    """The (output, state) tuple of a recurrent call (output carries `layout`).
+
+    An LSTM's state is the pair (h_n, c_n) (`state` True: that pair, each with the hidden units on
+    dim -1 as in `layout`); a GRU's or RNN's is h_n alone (`paired` False).
+    """
 
     layout: Layout
     module: str
-    state: bool = False  # True: the (h_n, c_n) pair, each with the hidden units on dim -1 as in `layout`
+    state: bool = False
+    paired: bool = True  # the state is a pair (LSTM), not one tensor (GRU, RNN)
 
 
 @dataclass(frozen=True)
@@ -589,7 +594,7 @@ def _producer(in_dim: int, out_dim: int, spatial_dims: int, out_size: Callable[[
 def _in_width(module: Any) -> int:
     if isinstance(module, nn.Linear):
         return module.in_features
-    if isinstance(module, nn.LSTM):
+    if isinstance(module, nn.RNNBase):
         return module.input_size
     return int(getattr(module, "in_channels"))
 
@@ -720,11 +725,13 @@ def _depthwise(state: _State, node: Node, dim: int) -> Value:
 
 
 def _lstm(state: _State, node: Node) -> Value:
+    """LSTM, GRU, RNN: the hidden units are the channels, each unit's rows in every gate go together."""
     module = state.module(node)
-    assert isinstance(module, nn.LSTM)
-    if module.proj_size or len(node.args) != 1 or node.kwargs:
-        why = ("LSTM with proj_size is not supported" if module.proj_size
-               else "LSTM called with an initial state; fprune prunes LSTMs called on the input alone")
+    assert isinstance(module, nn.RNNBase)
+    kind = type(module).__name__
+    if getattr(module, "proj_size", 0) or len(node.args) != 1 or node.kwargs:
+        why = (f"{kind} with proj_size is not supported" if getattr(module, "proj_size", 0)
+               else f"{kind} called with an initial state; fprune prunes recurrent layers called on the input alone")
         state.unknown(node, why)
         return None
     layout, _ = _first_tracked(state, node)
@@ -741,7 +748,7 @@ def _lstm(state: _State, node: Node) -> Value:
     state.add_role(node, in_layout, space)  # on a conflict the inputs are blocked; the output is still new
     seg = Seg(space, module.hidden_size)
     segs = (seg, seg) if module.bidirectional else (seg,)
-    return LSTMOut(Layout(-1, segs, rank=None, spatial=1), name)
+    return LSTMOut(Layout(-1, segs, rank=None, spatial=1), name, paired=isinstance(module, nn.LSTM))
 
 
 def _multihead_attention(state: _State, node: Node) -> Value:
@@ -811,9 +818,9 @@ def _getitem(state: _State, node: Node) -> Value:
             if value.state or index % 2 == 0:
                 return value.layout  # the output, or h_n / c_n (hidden units on dim -1, once per direction)
             hidden = Layout(-1, value.layout.segs[:1], rank=None, spatial=1)
-            return LSTMOut(hidden, value.module, state=True)
-        state.block(value, "unknown", node, f"indexes the result of LSTM '{value.module}' with {index!r}; "
-                    "expected 0 (output) or 1 (the state (h_n, c_n))")
+            return LSTMOut(hidden, value.module, state=True) if value.paired else hidden
+        state.block(value, "unknown", node, f"indexes the result of recurrent layer '{value.module}' with "
+                    f"{index!r}; expected 0 (output) or 1 (the state)")
         return None
     if isinstance(value, AttnOut):
         if index in (0, -2):
@@ -1479,7 +1486,7 @@ class _Index:
 
 def _build_index() -> _Index:
     modules: dict[type, Rule] = {t: _linear_or_conv(t) for t in (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)}
-    modules[nn.LSTM] = _lstm
+    modules.update({nn.LSTM: _lstm, nn.GRU: _lstm, nn.RNN: _lstm})
     modules[nn.Embedding] = _embedding
     modules.update({nn.ConvTranspose1d: _conv_transpose(1), nn.ConvTranspose2d: _conv_transpose(2),
                     nn.ConvTranspose3d: _conv_transpose(3)})

@@ -43,8 +43,8 @@ from fprune.errors import (
 )
 from fprune.groups import DEFAULT_OPTIONS, Analysis, ChannelGroup, Options, analyze
 from fprune.rewrite import applied_masks, group_masks, index_maps
-from fprune.scores import _check_scorer, lstm_unit_rows, score_tensor
-from fprune.slicing import spec_for
+from fprune.scores import _check_scorer, score_tensor, unit_rows
+from fprune.slicing import GATES, spec_for
 from fprune.trace import trace
 from fprune.types import Mask, MaskFn, Scorer, Scores
 
@@ -306,23 +306,24 @@ def _producer_scores(scorer: Scorer, name: str, module: Any, stages: tuple[tuple
                 rows.grad = _untile(weight.grad.flatten(1), stages)
         return score_tensor(scorer, rows, name=f"{name}.weight")
     source = spec_for(module).mask_source
-    if source is not None and source[0] == "weight" and source[1] != 0 and not isinstance(module, nn.LSTM):
+    if source is not None and source[0] == "weight" and source[1] != 0 and not isinstance(module, nn.RNNBase):
         weight = module.weight  # Embedding, ConvTranspose: the channels are the weight's dim 1
         with torch.no_grad():
             rows = weight.detach().transpose(0, source[1])
             if scorer.needs_grad and weight.grad is not None:
                 rows.grad = weight.grad.transpose(0, source[1])
         return score_tensor(scorer, rows, name=f"{name}.weight")
-    if not isinstance(module, nn.LSTM):
+    if not isinstance(module, nn.RNNBase):
         return score_tensor(scorer, module.weight, name=f"{name}.weight")
     total: Tensor | None = None
+    gates = GATES[module.mode]
     for tname, weight in module.named_parameters(recurse=False):
         if not tname.startswith("weight_"):
             continue
         with torch.no_grad():
-            rows = lstm_unit_rows(weight.detach(), module.hidden_size)
+            rows = unit_rows(weight.detach(), module.hidden_size, gates)
             if scorer.needs_grad and weight.grad is not None:
-                rows.grad = lstm_unit_rows(weight.grad, module.hidden_size)
+                rows.grad = unit_rows(weight.grad, module.hidden_size, gates)
         part = score_tensor(scorer, rows, name=f"{name}.{tname}")
         total = part if total is None else total + part
     assert total is not None

@@ -43,6 +43,7 @@ __all__ = [
     "score_random",
     "score_lstm",
     "lstm_unit_rows",
+    "unit_rows",
 ]
 
 # 16-bit floats are scored in float32 (several kernels, e.g. cdist, lack them on CPU)
@@ -470,6 +471,19 @@ def lstm_unit_rows(weight: Tensor, hidden_size: int) -> Tensor:
         )
     _check_packed(weight, hidden_size, "lstm_unit_rows")
     grouped = weight.reshape(4, hidden_size, -1).permute(1, 0, 2)
+    return grouped.clone(memory_format=torch.contiguous_format).reshape(hidden_size, -1)
+
+
+def unit_rows(weight: Tensor, hidden_size: int, gates: int) -> Tensor:
+    """:func:`lstm_unit_rows` for any number of packed gates (GRU: 3, RNN: 1); a new tensor.
+
+    Example:
+        >>> import torch
+        >>> unit_rows(torch.arange(6.0).reshape(6, 1), hidden_size=2, gates=3)
+        tensor([[0., 2., 4.],
+                [1., 3., 5.]])
+    """
+    grouped = weight.reshape(gates, hidden_size, -1).permute(1, 0, 2)
     return grouped.clone(memory_format=torch.contiguous_format).reshape(hidden_size, -1)
 
 

@@ -93,8 +93,11 @@ def _lstm_names(m: Any) -> list[tuple[int, str]]:
     return [(k, s) for k in range(m.num_layers) for s in suffixes]
 
 
+GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}  # packed gate blocks per recurrent mode
+
+
 def _lstm_index(m: Any, in_keep: Tensor | None, out_keep: Tensor | None) -> IndexMap:
-    gates = None if out_keep is None else out_keep.repeat(4)
+    gates = None if out_keep is None else out_keep.repeat(GATES[m.mode])
     layer_in = None if out_keep is None else out_keep.repeat(2 if m.bidirectional else 1)
     plan: dict[str, dict[int, Tensor | None]] = {}
     for k, sfx in _lstm_names(m):
@@ -178,6 +181,8 @@ SPECS: Mapping[type, SliceSpec] = MappingProxyType({
     nn.LayerNorm: SliceSpec(_channelwise_index, _layer_norm_attrs, width_attrs=lambda m, n: {"normalized_shape": (n,)}),
     nn.PReLU: SliceSpec(_prelu_index, lambda m: {"num_parameters": m.weight.shape[0]}),
     nn.LSTM: SliceSpec(_lstm_index, _lstm_attrs, ("weight_hh_l0", 1)),
+    nn.GRU: SliceSpec(_lstm_index, _lstm_attrs, ("weight_hh_l0", 1)),
+    nn.RNN: SliceSpec(_lstm_index, _lstm_attrs, ("weight_hh_l0", 1)),
     nn.ConvTranspose1d: SliceSpec(_conv_transpose_index, _conv_transpose_attrs, ("weight", 1)),
     nn.ConvTranspose2d: SliceSpec(_conv_transpose_index, _conv_transpose_attrs, ("weight", 1)),
     nn.ConvTranspose3d: SliceSpec(_conv_transpose_index, _conv_transpose_attrs, ("weight", 1)),

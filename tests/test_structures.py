@@ -374,3 +374,34 @@ def test_split_along_other_dims_and_slicing_channels() -> None:
     model = randomised(GatedMLP("tokens"), 0)
     with pytest.raises(UnprunableError, match="getitem"):
         apply_patterns(model, {"fc1": torch.tensor([True, False, True, True, False, True])})
+
+
+class Recurrent(nn.Module):
+    """Embedding -> GRU or RNN (layers, directions) -> Linear on the output, plus the final state h_n."""
+
+    def __init__(self, kind: type[nn.RNNBase], layers: int, bidirectional: bool) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(9, 4)
+        self.rnn = kind(4, 5, layers, bidirectional=bidirectional)
+        self.head = nn.Linear(5 * (2 if bidirectional else 1), 3)
+        self.state_head = nn.Linear(5, 3)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        out, h_n = self.rnn(self.embed(tokens))
+        return self.head(out).sum(0) + self.state_head(h_n).sum(0)
+
+
+@settings(max_examples=examples(10), deadline=None)
+@given(kind=st.sampled_from([nn.GRU, nn.RNN]), layers=st.integers(1, 2), bidirectional=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_gru_and_rnn_hidden_units(kind: type[nn.RNNBase], layers: int, bidirectional: bool, seed: int) -> None:
+    """A GRU's (3 gates) or RNN's hidden unit goes from every gate, layer and direction; h_n follows."""
+    model = randomised(Recurrent(kind, layers, bidirectional), seed)
+    masks = _masks({"embed": 4, "rnn": 5}, seed)
+    pruned = _check_exact(model, masks, torch.randint(0, 9, (6, 2)))
+    kept = int(masks["rnn"].sum())
+    gates = 3 if kind is nn.GRU else 1
+    assert pruned.get_submodule("rnn").weight_hh_l0.shape == (gates * kept, kept)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert score_l1(model).scores["rnn"].shape == (5,)
