@@ -5,9 +5,10 @@ Runs only under the benchmark environment ``.venv-bench`` (built by
 beside a CPU torch).  Never part of the library or the default test run.
 
 Models: the hand-written ones in ``tests/models.py`` (whatever exists: every ``nn.Module`` class
-defined there that builds without arguments), timm's ``resnet18``, ``mobilenetv3_small_100`` and
-``vit_tiny_patch16_224`` (``pretrained=False``: nothing is downloaded), and a 512-layer MLP
-(``Linear(64, 64)`` + ``ReLU``).  For each, at 50% channel sparsity with L1 scores:
+defined there that builds without arguments), timm's ``resnet18``, ``mobilenetv3_small_100``,
+``vit_tiny_patch16_224`` and ``regnetx_002`` (grouped convolutions) (``pretrained=False``: nothing
+is downloaded), a 6-block Transformer encoder on torch's own ``nn.MultiheadAttention`` (ViT-Tiny
+sizes), and a 512-layer MLP (``Linear(64, 64)`` + ``ReLU``).  For each, at 50% channel sparsity with L1 scores:
 
 * **fprune**: the whole pipeline ``pipe(model, score_l1, topk_mask(0.5), apply_patterns)``
   (trace, groups, scores, masks, rewrite) is timed, and beside it the **floor**: one
