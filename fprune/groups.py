@@ -837,7 +837,12 @@ def _getitem(state: _State, node: Node) -> Value:
         state.unknown(node)
         return None
     if isinstance(value, Unbound):
-        return value.layout
+        if type(index) is int:
+            return value.layout
+        if isinstance(index, slice):
+            return value  # a tuple of pieces, each still carrying the layout
+        state.unknown(node, "indexes a tuple of pruned tensors with a non-constant index")
+        return None
     if isinstance(value, ShapeOf):
         return ChannelSize(value.layout) if _may_be_channel(value.layout, index) else None
     if isinstance(value, ChannelSize):
@@ -1019,6 +1024,16 @@ def _flatten_range(state: _State, node: Node, layout: Layout, start: int, end: i
 def _cat(state: _State, node: Node) -> Value:
     """torch.cat: along the channel dim the segments concatenate; along another dim they couple."""
     tensors, dim = _arg(node, 0, "tensors", ()), _arg(node, 1, "dim", 0)
+    if isinstance(tensors, Node):  # a tuple made at run time (chunk, a slice of one): its length is not known
+        value = state.values.get(tensors)
+        if isinstance(value, Unbound) and type(dim) is int and value.layout.rank is not None \
+                and (dim if dim < 0 else dim - value.layout.rank) != value.layout.dim:
+            return value.layout if (dim if dim < 0 else dim - value.layout.rank) < value.layout.dim \
+                else replace(value.layout, spatial=None)
+        if value is not None:
+            state.unknown(node, "concatenates a run-time tuple of pruned tensors along their channels, "
+                          "or along a dim not known")
+        return None
     values = [state.values.get(t) for t in tensors if isinstance(t, Node)] if isinstance(tensors, (list, tuple)) else []
     layouts = [v for v in values if isinstance(v, Layout)]
     if not layouts:
