@@ -134,3 +134,77 @@ def test_scoring_pipeline_never_crashes(ops: tuple[str, ...], seed: int) -> None
         except FpruneError:
             return
     assert pruned(torch.randn(2, 5, 3, dtype=torch.float64)).shape[:2] == (2, 5)
+
+
+C = 4  # channels of the image stream (even: groups, chunks and shuffles need it)
+
+IMAGE_OPS: dict[str, Callable[[ImageSoup, int, Tensor], Tensor]] = {
+    "conv": lambda m, i, h: m.convs[i](h),
+    "bn_relu": lambda m, i, h: F.relu(m.bns[i](h)),
+    "grouped": lambda m, i, h: m.grouped[i](h),
+    "group_norm": lambda m, i, h: m.gns[i](h),
+    "depthwise": lambda m, i, h: m.dws[i](h),
+    "residual": lambda m, i, h: h + m.convs[i](F.relu(h)),
+    "se": lambda m, i, h: h * torch.sigmoid(m.convs[i](h.mean((2, 3), keepdim=True))),
+    "max_pool": lambda m, i, h: F.max_pool2d(h, 3, 1, 1),
+    "avg_pool": lambda m, i, h: m.avg(h),
+    "concat_mix": lambda m, i, h: m.mixes[i](torch.cat([h, m.convs[i](h)], dim=1)),
+    "shuffle": lambda m, i, h: h.view(h.shape[0], 2, C // 2, h.shape[2], h.shape[3]).transpose(1, 2).reshape(h.shape),
+    "halves_swap": lambda m, i, h: torch.cat(h.chunk(2, dim=1)[::-1], dim=1),
+    "channel_mean": lambda m, i, h: h - h.mean(1, keepdim=True),
+    "cumsum": lambda m, i, h: torch.cumsum(h, dim=1),
+    "interpolate": lambda m, i, h: F.interpolate(h, scale_factor=1.0),
+    "crop_pad": lambda m, i, h: F.pad(h[:, :, 1:, 1:], (1, 0, 1, 0)),
+    "flip_channels": lambda m, i, h: torch.flip(h, [1]),
+    "scale_param": lambda m, i, h: h * m.scales[i],
+}
+
+
+class ImageSoup(nn.Module):
+    """Conv(2 -> C), then the drawn ops on the image stream, then pool, flatten and a Linear head."""
+
+    def __init__(self, ops: tuple[str, ...]) -> None:
+        super().__init__()
+        self.ops = ops
+        self.stem = nn.Conv2d(2, C, 3, padding=1)
+        n = len(ops)
+        self.convs = nn.ModuleList(nn.Conv2d(C, C, 3, padding=1) for _ in range(n))
+        self.mixes = nn.ModuleList(nn.Conv2d(2 * C, C, 1) for _ in range(n))
+        self.bns = nn.ModuleList(nn.BatchNorm2d(C) for _ in range(n))
+        self.gns = nn.ModuleList(nn.GroupNorm(2, C) for _ in range(n))
+        self.grouped = nn.ModuleList(nn.Conv2d(C, C, 3, padding=1, groups=2) for _ in range(n))
+        self.dws = nn.ModuleList(nn.Conv2d(C, C, 3, padding=1, groups=C) for _ in range(n))
+        self.scales = nn.ParameterList(nn.Parameter(torch.ones(1, C, 1, 1)) for _ in range(n))
+        self.avg = nn.AvgPool2d(3, 1, 1)
+        self.head = nn.Linear(C * 4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.stem(x)
+        for i, op in enumerate(self.ops):
+            h = IMAGE_OPS[op](self, i, h)
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(h, 2), 1))
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(
+    ops=st.lists(st.sampled_from(sorted(IMAGE_OPS)), min_size=1, max_size=5).map(tuple),
+    seed=st.integers(0, 2**16),
+    data=st.data(),
+)
+def test_image_soup_is_exact_or_refused(ops: tuple[str, ...], seed: int, data: st.DataObject) -> None:
+    """Convolutional soups (groups, norms, concat, shuffles, crops): exact where prunable, refused elsewhere."""
+    model = randomised(ImageSoup(ops), seed)
+    analysis = analyze(trace(model))
+    x = torch.randn(2, 2, 5, 5, dtype=torch.float64)
+    masks: dict[str, Tensor] = {}
+    for group in analysis.groups:
+        if group.size < 2 or not group.prunable() or not data.draw(st.booleans(), label=f"mask {group.name}"):
+            continue
+        keep = torch.tensor(data.draw(st.lists(st.booleans(), min_size=group.size, max_size=group.size)))
+        keep[data.draw(st.integers(0, group.size - 1))] = True
+        masks[group.name] = keep
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pruned = apply_patterns(model, masks)
+    plan = Plan(analysis, masks)
+    torch.testing.assert_close(pruned(x), zero_slices(model, plan.params())(x), rtol=1e-9, atol=1e-9)
