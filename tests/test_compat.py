@@ -800,3 +800,22 @@ def test_linear_feeding_a_per_gate_lstm(prune_bias: bool) -> None:
     width = 2 if prune_bias else 4  # fold_bias keeps a group read by an LSTM whole (rows zeroed)
     assert model.inp.out_features == width and model.lstm.input_size == width
     assert model.lstm.weight_ih_l0.shape == (8, width) and model.lstm.hidden_size == 2 and model.head.in_features == 2
+
+
+def test_groups_pruned_in_whole_units_are_refused_before_any_change() -> None:
+    """Attention heads cannot take the torch.ao API's per-channel masks: a clear error, model untouched.
+
+    (Once an IndexError from inside the rewrite.)
+    """
+    from model_strategies import randomised
+    from test_structures import AttentionNet
+
+    model = randomised(AttentionNet(4, 2, "unbind"), 0).float()
+    pruner = compat.SaliencyPruner({"sparsity_level": 0.5})
+    pruner.prepare(model, [{"tensor_fqn": "attn.qkv.weight"}])
+    pruner.step()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(UnsupportedModelError, match="whole units"):
+        pruner.prune()
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)

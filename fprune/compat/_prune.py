@@ -425,7 +425,17 @@ def _passes(
 def _check_members(
     analysis: Analysis, by_group: Mapping[int, Tensor], targets: Mapping[str, _Target], modules: Mapping[str, nn.Module]
 ) -> None:
-    """Every module the rewrite slices must be free of parametrizations once the masks are baked in."""
+    """Every group can take a per-channel mask, and every module the rewrite slices must be free of
+    parametrizations once the masks are baked in."""
+    for index, mask in by_group.items():
+        group = analysis.groups[index]
+        if mask.numel() != group.size:  # whole units: heads, conv groups, norm groups, split pieces
+            raise UnsupportedModelError(
+                f"prune(): the channels of {group.name!r} ({mask.numel()}) go in {group.size} whole units here "
+                "(attention heads, conv groups, norm groups or the pieces of a split), which the torch.ao "
+                "API's per-channel masks cannot express; prune this model with the functional pipeline, "
+                "e.g. pipe(model, score_l1, topk_mask(0.5), apply_patterns); nothing was changed"
+            )
     for index in by_group:
         for name in analysis.groups[index].members:
             module = modules[name]
