@@ -505,6 +505,8 @@ def _own_tensor(state: _State, node: Node) -> tuple[Node, Node] | None:
     reader = None
     while node.op == "call_method" and node.target in _PASS_METHODS and isinstance(node.args[0], Node) \
             and state.values.get(node) is None:
+        if len(node.users) != 1:  # another user would see the sliced tensor too
+            return None
         reader, node = node, node.args[0]
         if len(node.users) != 1:
             return None

@@ -405,3 +405,18 @@ def test_gru_and_rnn_hidden_units(kind: type[nn.RNNBase], layers: int, bidirecti
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert score_l1(model).scores["rnn"].shape == (5,)
+
+
+def test_model_tensor_expanded_and_read_twice_is_refused() -> None:
+    """An expanded class token also read by another op is not sliced (that op would see it shrink)."""
+
+    class Twice(TokenStream):
+        def forward(self, x: Tensor) -> Tensor:
+            h = self.embed(x)
+            cls = self.cls_token.expand(h.shape[0], -1, -1)
+            h = torch.cat([cls, h], dim=1) + self.pos_embed
+            return self.head(h[:, 0]) + cls.sum()
+
+    model = randomised(Twice(), 0)
+    with pytest.raises(UnprunableError, match="cat"):
+        apply_patterns(model, {"embed": torch.tensor([True, False, True, True])})
