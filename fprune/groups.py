@@ -798,7 +798,11 @@ def _multihead_attention(state: _State, node: Node) -> Value:
     if out_name not in state.producer_space:
         state.producer_space[out_name] = state.new_space(int(module.out_proj.out_features), out_name)
     out_space = state.producer_space[out_name]
-    if unit is None or not state.add_role(node, in_layout, rows):
+    if unit is None:
+        state.unknown(node, "nn.MultiheadAttention whose heads are split differently elsewhere")
+        state.block_spaces([out_space], "unknown", node, "nn.MultiheadAttention whose heads are split differently")
+    state.add_role(node, in_layout, rows)  # called again on other channels: its inputs are blocked
+    if unit is None:
         return None
     heads_layout = Layout(-1, (Seg(unit, heads),), rank=None, factor=head_dim, spatial=1)
     state.roles.setdefault(out_name, Role(out_name, heads_layout, out_space, node.name))

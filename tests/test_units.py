@@ -300,3 +300,26 @@ def test_attention_macs_follow_the_heads() -> None:
     tokens, inner = 15, 4
     assert before == tokens * 4 * inner * 3 + 2 * tokens * 5 * inner + tokens * inner * 4
     assert after == tokens * 4 * 2 * 3 + 2 * tokens * 5 * 2 + tokens * 2 * 4
+
+
+def test_attention_called_twice_couples_both_outputs() -> None:
+    """One nn.MultiheadAttention on two inputs: both outputs are its out_proj channels (never untracked)."""
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 4), nn.Linear(3, 4)
+            self.attn = nn.MultiheadAttention(4, 2, batch_first=True)
+            self.head, self.other = nn.Linear(4, 2), nn.Linear(4, 2)
+
+        def forward(self, x: Tensor) -> Tensor:
+            h, g = self.a(x), self.b(x)
+            return self.head(self.attn(h, h, h, need_weights=False)[0]) + self.other(self.attn(g, g, g)[0])
+
+    model = randomised(Twice(), 0)
+    analysis = analyze(trace(model))
+    assert set(analysis.group("attn.out_proj").members) >= {"head", "other"}
+    assert not analysis.group("a").prunable()  # the two calls read different channels
+    pruned = _exact(model, {"attn.out_proj": torch.tensor([True, False, True, True])},
+                    torch.randn(2, 3, 3, dtype=torch.float64))
+    assert pruned.get_submodule("other").in_features == 3
