@@ -630,13 +630,13 @@ def _linear_or_conv(module_type: type[nn.Module]) -> Rule:
             state.unknown(node)
             return None
         if spatial and getattr(module, "groups", 1) != 1:
-            return _grouped(state, node, in_dim, base)
+            return _grouped(state, node, base)
         return base(state, node)
 
     return rule
 
 
-def _grouped(state: _State, node: Node, dim: int, base: Rule) -> Value:
+def _grouped(state: _State, node: Node, base: Rule) -> Value:
     """A grouped convolution prunes whole conv groups: group j reads input block j, writes output block j.
 
     Both sides are refined into units of one conv group, and the two unit spaces are merged, so

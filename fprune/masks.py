@@ -152,6 +152,14 @@ def _check_producers(producers: object, where: str) -> Producers:
     return {name: (value,) if isinstance(value, str) else tuple(value) for name, value in producers.items()}
 
 
+def _check_mapping(scores: object, rule: object, example: str) -> None:
+    if not isinstance(scores, Mapping):
+        raise InvalidTypeError(
+            f"{rule!r}.select_many expects a mapping name -> scores; got "
+            f"{type(scores).__name__}. Fix: pass e.g. {example}."
+        )
+
+
 def _check_scores(scores: object, where: str) -> Tensor:
     """Checks ``scores`` is a 1-D floating tensor without NaN; returns it."""
     if not isinstance(scores, Tensor):
@@ -253,11 +261,7 @@ class _MaskRule(ABC):
         :func:`fprune.plan.plan_from_scored` passes to every fprune rule; only
         ``topk_mask(per_module=...)`` uses it.
         """
-        if not isinstance(scores, Mapping):
-            raise InvalidTypeError(
-                f"{self!r}.select_many expects a mapping name -> scores; got "
-                f"{type(scores).__name__}. Fix: pass e.g. {{'conv1': scores}}."
-            )
+        _check_mapping(scores, self, "{'conv1': scores}")
         return {name: self.select(value) for name, value in scores.items()}
 
     @overload
@@ -312,11 +316,7 @@ class TopK(_MaskRule):
         self, scores: Mapping[str, Scores], *, producers: Producers | None = None
     ) -> dict[str, Mask]:
         """Each named vector at its own sparsity (``per_module`` matched against its producers)."""
-        if not isinstance(scores, Mapping):
-            raise InvalidTypeError(
-                f"{self!r}.select_many expects a mapping name -> scores; got "
-                f"{type(scores).__name__}. Fix: pass e.g. {{'conv1': scores}}."
-            )
+        _check_mapping(scores, self, "{'conv1': scores}")
         fractions = self.sparsities(list(scores), producers)
         return {
             name: self._select(value, fractions[name], f"{self!r} on scores[{name!r}]")
@@ -430,11 +430,7 @@ class GlobalTopK(_MaskRule):
         self, scores: Mapping[str, Scores], *, producers: Producers | None = None
     ) -> dict[str, Mask]:
         """Ranks all named vectors jointly; see :func:`global_topk_mask` (``producers`` is unused)."""
-        if not isinstance(scores, Mapping):
-            raise InvalidTypeError(
-                f"{self!r}.select_many expects a mapping name -> scores; got "
-                f"{type(scores).__name__}. Fix: pass e.g. {{'conv1': s1, 'conv2': s2}}."
-            )
+        _check_mapping(scores, self, "{'conv1': s1, 'conv2': s2}")
         named = tuple((f"{self!r} on scores[{name!r}]", value) for name, value in scores.items())
         return dict(zip(scores, self._select(named)))
 

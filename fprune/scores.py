@@ -470,8 +470,7 @@ def lstm_unit_rows(weight: Tensor, hidden_size: int) -> Tensor:
             f"{found}. Fix: pass lstm.weight_ih_l0, weight_hh_l0 or a bias."
         )
     _check_packed(weight, hidden_size, "lstm_unit_rows")
-    grouped = weight.reshape(4, hidden_size, -1).permute(1, 0, 2)
-    return grouped.clone(memory_format=torch.contiguous_format).reshape(hidden_size, -1)
+    return unit_rows(weight, hidden_size, 4)
 
 
 def unit_rows(weight: Tensor, hidden_size: int, gates: int) -> Tensor:

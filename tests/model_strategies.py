@@ -39,6 +39,7 @@ __all__ = [
     "kinds",
     "zero_slices",
     "randomised",
+    "random_masks",
     "zero_rows",
     "MaskedLayerNorm",
     "with_masked_norms",
@@ -282,6 +283,17 @@ def randomised(model: nn.Module, seed: int) -> nn.Module:
             elif tensor.is_floating_point():
                 tensor.copy_(torch.randn(tensor.shape, generator=generator))
     return model.double().eval()
+
+
+def random_masks(sizes: dict[str, int], seed: int, keep: float = 0.5) -> dict[str, Tensor]:
+    """Seeded keep-masks, one per named group size: each entry kept with probability `keep`, one always."""
+    generator = torch.Generator().manual_seed(seed)
+    masks = {}
+    for name, size in sizes.items():
+        mask = torch.rand(size, generator=generator) < keep
+        mask[int(torch.randint(size, (1,), generator=generator))] = True
+        masks[name] = mask
+    return masks
 
 
 def zero_slices(model: nn.Module, params: dict[str, list[dict[str, Any]]]) -> nn.Module:

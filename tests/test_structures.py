@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from model_strategies import randomised, zero_slices
+from model_strategies import random_masks, randomised, zero_slices
 from torch import Tensor, nn
 
 from strategies import examples
@@ -122,16 +122,6 @@ class LeakyStats(MobileBlock):
         return super().forward(x) + self.bn1.weight.sum()
 
 
-def _masks(analysis_groups: dict[str, int], seed: int) -> dict[str, Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    masks = {}
-    for name, size in analysis_groups.items():
-        mask = torch.rand(size, generator=generator) < 0.6
-        mask[int(torch.randint(size, (1,), generator=generator))] = True
-        masks[name] = mask
-    return masks
-
-
 def _check_exact(model: nn.Module, masks: dict[str, Tensor], x: Tensor) -> nn.Module:
     before = {k: v.clone() for k, v in model.state_dict().items()}
     pruned = apply_patterns(model, masks)
@@ -161,7 +151,7 @@ def test_attention_heads_exact(heads: int, head_dim: int, variant: str, seed: in
     prunable = {g.name: g.size for g in analysis.groups if g.prunable()}
     head_group = "attn.q" if variant == "separate" else "attn.qkv"
     assert prunable[head_group] == heads
-    masks = _masks(prunable, seed)
+    masks = random_masks(prunable, seed, keep=0.6)
     pruned = _check_exact(model, masks, torch.randn(2, 4, 5, dtype=torch.float64))
     kept = int(masks[head_group].sum())
     proj = pruned.get_submodule("attn.proj")
@@ -212,7 +202,7 @@ def test_residual_concat_depthwise_se_exact(c: int, seed: int) -> None:
     prunable = {g.name: g.size for g in analysis.groups if g.prunable()}
     assert set(prunable) == {"stem", "branch", "mix", "se_reduce"}
     assert analysis.group("mix").producers == ("mix", "pw", "se_expand")
-    masks = _masks(prunable, seed)
+    masks = random_masks(prunable, seed, keep=0.6)
     pruned = _check_exact(model, masks, torch.randn(2, 2, 6, 6, dtype=torch.float64))
     kept = int(masks["mix"].sum())
     assert pruned.get_submodule("dw").groups == kept
@@ -229,7 +219,7 @@ def test_functional_batch_norm_se_residual_exact(c: int, seed: int) -> None:
     prunable = {g.name: g.size for g in analysis.groups if g.prunable()}
     assert set(prunable) == {"stem", "se_reduce"}
     assert analysis.group("stem").producers == ("stem", "se_expand", "project")
-    masks = _masks(prunable, seed)
+    masks = random_masks(prunable, seed, keep=0.6)
     pruned = _check_exact(model, masks, torch.randn(2, 2, 5, 5, dtype=torch.float64))
     kept = int(masks["stem"].sum())
     assert pruned.get_submodule("bn1").running_var.shape == (kept,)
@@ -286,7 +276,7 @@ def test_model_tensors_on_the_channels_are_sliced(seed: int) -> None:
     model = randomised(TokenStream(), seed)
     group = analyze(trace(model)).group("embed")
     assert group.producers == ("embed", "fc") and group.prunable()
-    keep = _masks({"embed": 4}, seed)
+    keep = random_masks({"embed": 4}, seed, keep=0.6)
     pruned = _check_exact(model, keep, torch.randn(2, 5, 3, dtype=torch.float64))
     kept = int(keep["embed"].sum())
     assert pruned.pos_embed.shape == (1, 6, kept) and pruned.cls_token.shape == (1, 1, kept)
@@ -306,7 +296,7 @@ def test_conv_transpose_producer_and_consumer(seed: int, stride: int, padding: i
     """ConvTranspose2d's channels are its weight's dim 1 (rows: dim 0 are its inputs); both sides prune exactly."""
     model = randomised(nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.ConvTranspose2d(4, 6, 3, stride, padding),
                                      nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 2, 1)), seed)
-    masks = _masks({"0": 4, "2": 6}, seed)
+    masks = random_masks({"0": 4, "2": 6}, seed, keep=0.6)
     pruned = _check_exact(model, masks, torch.randn(1, 2, 7, 7, dtype=torch.float64))
     assert pruned.get_submodule("2").weight.shape[:2] == (int(masks["0"].sum()), int(masks["2"].sum()))
     with warnings.catch_warnings():
@@ -363,7 +353,7 @@ def test_channel_split_prunes_both_halves_alike(how: str, hidden: int, seed: int
     model = randomised(GatedMLP(how, hidden), seed)
     group = analyze(trace(model)).group("fc1")
     assert group.size == hidden and group.prunable()
-    masks = _masks({"fc1": hidden}, seed)
+    masks = random_masks({"fc1": hidden}, seed, keep=0.6)
     pruned = _check_exact(model, masks, torch.randn(2, 4, 4, dtype=torch.float64))
     kept = int(masks["fc1"].sum())
     assert pruned.get_submodule("fc1").out_features == 2 * kept and pruned.get_submodule("fc2").in_features == kept
@@ -397,7 +387,7 @@ class Recurrent(nn.Module):
 def test_gru_and_rnn_hidden_units(kind: type[nn.RNNBase], layers: int, bidirectional: bool, seed: int) -> None:
     """A GRU's (3 gates) or RNN's hidden unit goes from every gate, layer and direction; h_n follows."""
     model = randomised(Recurrent(kind, layers, bidirectional), seed)
-    masks = _masks({"embed": 4, "rnn": 5}, seed)
+    masks = random_masks({"embed": 4, "rnn": 5}, seed, keep=0.6)
     pruned = _check_exact(model, masks, torch.randint(0, 9, (6, 2)))
     kept = int(masks["rnn"].sum())
     gates = 3 if kind is nn.GRU else 1

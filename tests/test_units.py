@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from model_strategies import randomised, zero_slices
+from model_strategies import random_masks, randomised, zero_slices
 from toolz import pipe
 from torch import Tensor, nn
 
@@ -19,16 +19,6 @@ from fprune.errors import InvalidMaskError, UnprunableError
 from fprune.modules import PrunedMultiheadAttention
 from fprune.plan import Plan
 from strategies import examples
-
-
-def _random_masks(sizes: dict[str, int], seed: int) -> dict[str, Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    masks = {}
-    for name, size in sizes.items():
-        mask = torch.rand(size, generator=generator) < 0.5
-        mask[int(torch.randint(size, (1,), generator=generator))] = True
-        masks[name] = mask
-    return masks
 
 
 def _exact(model: nn.Module, masks: dict[str, Tensor], *inputs: Tensor, **options: bool) -> nn.Module:
@@ -85,7 +75,7 @@ def test_grouped_conv_and_group_norm_prune_whole_groups(
     assert group.producers == (("reduce",) if depthwise else ("reduce", "grouped"))
     units = min(groups, gn_out, gn_in or groups)  # every tiling here nests (powers of two)
     assert group.size == units
-    masks = _random_masks({"reduce": units}, seed)
+    masks = random_masks({"reduce": units}, seed)
     pruned = _exact(model, masks, torch.randn(2, 3, 5, 5, dtype=torch.float64))
     kept = int(masks["reduce"].sum())
     conv = pruned.get_submodule("grouped")
@@ -178,7 +168,7 @@ def test_multihead_attention_heads_and_stream_exact(
         attn_mask = torch.ones(length, length, dtype=torch.bool).triu(1)
     elif masked == "float":
         attn_mask = torch.randn(length, length, dtype=torch.float64)
-    masks = _random_masks(prunable, seed)
+    masks = random_masks(prunable, seed)
     pruned = _exact(model, masks, x, padding, attn_mask)
     attn = pruned.get_submodule("attn")
     assert isinstance(attn, nn.MultiheadAttention)
