@@ -223,6 +223,11 @@ class Analysis:
     space_stages: tuple[tuple[tuple[int, int], ...], ...] = ()  # raw space -> (inner, outer) tilings
     edits: tuple[Edit, ...] = ()  # graph constants to rewrite when their group is pruned
     tensor_roles: Mapping[str, Layout] = field(default_factory=dict)  # get_attr tensor -> its channels (dim, rank)
+    source: Any = None  # the front-end's way back to the model read: a Lifted for an ExportedProgram, else None
+
+    def public_name(self, fqn: str) -> str:
+        """The name the model's user knows a tensor of `graph` by (a lifted program's own state name)."""
+        return fqn if self.source is None else self.source.tensors.get(fqn, fqn)
 
     def space_mask(self, space: int, masks: Mapping[int, Tensor]) -> Tensor | None:
         """The keep-mask over a raw space's own channels, or None when its group is not pruned."""
@@ -1574,11 +1579,12 @@ def _rule_for(state: _State, node: Node) -> Rule | None:
     return None
 
 
-def analyze(gm: GraphModule) -> Analysis:
-    """Finds the channel groups of a GraphModule (does not modify it).
+def analyze(model: nn.Module | Any) -> Analysis:
+    """Finds the channel groups of a model (does not modify it).
 
     Args:
-        gm: a traced model.
+        model: a GraphModule, an ``nn.Module`` (traced with :func:`fprune.trace`), or a
+            ``torch.export.ExportedProgram`` (read through :mod:`fprune.frontends.aten_export`).
 
     Returns:
         The groups, in graph order of their first producer, and each module's role.
@@ -1597,17 +1603,20 @@ def analyze(gm: GraphModule) -> Analysis:
         >>> [(g.producers, g.members) for g in analyze(trace(Res())).groups][0]
         (('a', 'b'), ('a', 'b', 'head'))
     """
+    from fprune.frontends import read
+
+    gm, source = read(model)
     state = _State(gm)
     for node in gm.graph.nodes:
         rule = _rule_for(state, node)
         if rule is not None:
             state.values[node] = rule(state, node)
         elif node.op not in ("placeholder", "get_attr"):
-            state.unknown(node)
+            state.unknown(node, node.meta.get("fprune_reason"))
             state.values[node] = None
     _block_shared_parameters(state)
     _check_channel_sizes(state)
-    return _finish(state)
+    return replace(_finish(state), source=source)
 
 
 def _block_shared_parameters(state: _State) -> None:

@@ -108,8 +108,8 @@ class Plan:
                     for d, keep in sorted(dims.items())
                     if not bool(keep.all())
                 ]
-                if entries:
-                    out[f"{module}.{tensor}" if module else tensor] = entries  # root tensors: no prefix
+                if entries:  # root tensors: no prefix; a lifted program's tensors: the program's own names
+                    out[self.analysis.public_name(f"{module}.{tensor}" if module else tensor)] = entries
         return out
 
     def to_json(self) -> str:
@@ -156,7 +156,7 @@ def score_model(scorer: Scorer, model: nn.Module, options: Options = DEFAULT_OPT
             some group; the message names every such group, node and op.
         InvalidTypeError, TraceError: `model` is not a module, or cannot be traced.
     """
-    analysis = analyze(trace(model))
+    analysis = analyze(model)
     if options.strict:
         _refuse_unknown(analysis)
     modules = dict(analysis.graph.named_modules())
@@ -402,9 +402,10 @@ def load_plan(text: str, model: nn.Module, options: Options = DEFAULT_OPTIONS) -
         Plan(pruned={})
     """
     params = _parse(text)
-    analysis = analyze(trace(model))
+    analysis = analyze(model)
     modules = dict(analysis.graph.named_modules())
-    state = dict(analysis.graph.named_parameters()) | dict(analysis.graph.named_buffers())
+    state = {analysis.public_name(k): v for k, v in
+             (dict(analysis.graph.named_parameters()) | dict(analysis.graph.named_buffers())).items()}
     for fqn, entries in params.items():
         if fqn not in state:
             raise PlanMismatchError(
@@ -430,7 +431,8 @@ def load_plan(text: str, model: nn.Module, options: Options = DEFAULT_OPTIONS) -
             source = spec_for(modules[producer]).mask_source
             assert source is not None
             source_entry: dict[str, Any] | None = next(
-                (e for e in params.get(f"{producer}.{source[0]}", []) if e["dim"] == source[1]), None)
+                (e for e in params.get(analysis.public_name(f"{producer}.{source[0]}"), [])
+                 if e["dim"] == source[1]), None)
             if source_entry is not None:
                 stages = _stages(analysis, producer)
                 rows = getattr(modules[producer], source[0]).shape[source[1]] if stages else group.size

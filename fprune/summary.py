@@ -38,6 +38,7 @@ from typing import Any, Union
 
 import torch
 from torch import Tensor, nn
+from torch.export import ExportedProgram
 from torch.fx import GraphModule, Node
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from typing_extensions import TypeAlias
@@ -370,7 +371,8 @@ def _holds_state(module: nn.Module) -> bool:
     return any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
 
 
-def summary(original: nn.Module, pruned: nn.Module, example_input: ExampleInput | None = None) -> Summary:
+def summary(original: nn.Module | ExportedProgram, pruned: nn.Module | ExportedProgram,
+            example_input: ExampleInput | None = None) -> Summary:
     """Per-layer table of channels, params and MACs of `original` and `pruned`.
 
     Rows are the modules of `original` that hold parameters or buffers
@@ -381,7 +383,7 @@ def summary(original: nn.Module, pruned: nn.Module, example_input: ExampleInput 
     unless pruning changed the input).  Does not modify either model.
 
     Args:
-        original: the model before pruning (an ``nn.Module`` or GraphModule).
+        original: the model before pruning (an ``nn.Module``, a GraphModule or an ExportedProgram).
         pruned: the model after pruning, e.g. the result of ``apply_patterns``.
         example_input: optional tensor (or tuple of tensors) to count MACs on.
 
@@ -405,7 +407,12 @@ def summary(original: nn.Module, pruned: nn.Module, example_input: ExampleInput 
         >>> s.macs_before, s.macs_after, round(s.params_ratio, 3)
         (864, 432, 0.508)
     """
-    for role, model in (("original", original), ("pruned", pruned)):
+    from fprune.frontends import lift
+
+    # an ExportedProgram is summarised through its lifted graph: the same module names and classes
+    original, pruned = (lift(m).graph if isinstance(m, ExportedProgram) else m for m in (original, pruned))
+    models: tuple[Any, Any] = (original, pruned)
+    for role, model in zip(("original", "pruned"), models):
         if not isinstance(model, nn.Module):
             raise InvalidTypeError(
                 f"summary expects the {role} model to be an nn.Module; got {type(model).__name__}. "

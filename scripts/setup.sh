@@ -9,4 +9,5 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,demo]"
+# -c pins torch for the whole resolution: transformers must not pull a CUDA torch.
+.venv/bin/python -m pip install -q --disable-pip-version-check -c scripts/constraints.txt -e ".[test,demo,hf]"

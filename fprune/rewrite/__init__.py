@@ -26,10 +26,11 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import torch
 from torch import Tensor, nn
+from torch.export import ExportedProgram
 from torch.fx import GraphModule, Node
 from torch.nn.utils import parametrize
 
@@ -173,15 +174,23 @@ def index_maps(analysis: Analysis, masks: Mapping[int, Tensor]) -> dict[str, Ind
     return out
 
 
+@overload
+def apply_patterns(plan_or_model: ExportedProgram, masks: Mapping[str, Tensor] | None = ..., *,
+                   fold_bias: bool | None = ..., prune_outputs: bool | None = ...,
+                   approximate: bool | None = ...) -> ExportedProgram: ...
+@overload
+def apply_patterns(plan_or_model: Plan | nn.Module, masks: Mapping[str, Tensor] | None = ..., *,
+                   fold_bias: bool | None = ..., prune_outputs: bool | None = ...,
+                   approximate: bool | None = ...) -> GraphModule: ...
 def apply_patterns(
-    plan_or_model: Plan | nn.Module,
+    plan_or_model: Plan | nn.Module | ExportedProgram,
     masks: Mapping[str, Tensor] | None = None,
     *,
     fold_bias: bool | None = None,
     prune_outputs: bool | None = None,
     approximate: bool | None = None,
-) -> GraphModule:
-    """Returns a new, physically smaller GraphModule; does not modify its input.
+) -> GraphModule | ExportedProgram:
+    """Returns a new, physically smaller GraphModule (or ExportedProgram); does not modify its input.
 
     Call it with a :class:`fprune.Plan` (``pipe(model, score_l1, topk_mask(0.5), apply_patterns)``)
     or with a model and keep-masks keyed by the fully-qualified name of each producing module
@@ -199,14 +208,18 @@ def apply_patterns(
 
     Args:
         plan_or_model: a Plan, or an ``nn.Module`` / GraphModule (traced with ``symbolic_trace``
-            when it is not a GraphModule).
+            when it is not a GraphModule), or a ``torch.export.ExportedProgram``.  A plan computed on
+            a program, or a program itself, gives a new ExportedProgram (same signature, sliced
+            state, re-derived fake values); typed as GraphModule for a Plan, whose source the
+            type does not say: ``isinstance`` tells.
         masks: with a model: producer name -> 1-D bool keep-mask.  Must be None with a Plan.
         fold_bias: fold removed channels' biases into consumers instead of dropping them.
         prune_outputs: allow pruning channels that reach the model output (changes its shape).
         approximate: allow pruning groups that cannot be exact (LayerNorm over the channels).
 
     Returns:
-        A new GraphModule sharing no Parameter or buffer with the input.
+        A new GraphModule (a new ExportedProgram for a program) sharing no Parameter or buffer
+        with the input.
 
     Raises:
         InvalidMaskError, InvalidTypeError, UnprunableError, UnsupportedModelError, TraceError:
@@ -233,10 +246,11 @@ def apply_patterns(
                 "apply_patterns(model) needs masks: apply_patterns(model, {'fc1': keep_mask}), "
                 "or pass a Plan such as pipe(model, score_l1, topk_mask(0.5))"
             )
-        analysis = analyze(trace(plan_or_model))
+        analysis = analyze(plan_or_model)
         options = _override(Options(), overrides)
         by_group = group_masks(analysis, masks, options)
-        return _rewrite(analysis, by_group, options, owned=not isinstance(plan_or_model, GraphModule))
+        return _rewrite(analysis, by_group, options, owned=isinstance(plan_or_model, nn.Module)
+                        and not isinstance(plan_or_model, GraphModule))
     return _rewrite(analysis, by_group, options, owned=False)
 
 
@@ -349,6 +363,10 @@ def _rewrite(analysis: Analysis, masks: dict[int, Tensor], options: Options, own
     """
     gm = analysis.graph
     change = plan_rewrite(analysis, masks, options)
+    if analysis.source is not None:  # an ExportedProgram: a new program, from the same data
+        from fprune.rewrite.export_backend import rebuild_program
+
+        return rebuild_program(analysis.source, change)  # type: ignore[return-value]
     memo: dict[int, Any] = {}  # id(original tensor) -> its replacement
     added: dict[str, dict[str, Tensor]] = {}
     for name, new_tensors in change.tensors.items():

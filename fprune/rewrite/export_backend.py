@@ -1,0 +1,166 @@
+"""The ExportedProgram back-end: a rewrite's data applied to a copy of the program.
+
+The rewrite (:func:`fprune.rewrite.plan_rewrite`) says, as data, every tensor's new value and
+every graph constant's new value.  This back-end reads only that: it copies the program's graph,
+writes the new constants into the copied nodes, swaps the sliced state into a new state dict,
+re-derives every node's ``meta["val"]`` with fake tensors (the shapes the new sizes imply, dynamic
+dims kept symbolic) and builds a new ``ExportedProgram`` with the same signature.  The input
+program is not modified.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from fprune import apply_patterns, export
+    >>> ep = export(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2)), (torch.randn(3, 4),))
+    >>> small = apply_patterns(ep, {"0": torch.tensor([True, False, True, True, False, True])})
+    >>> small.state_dict["0.weight"].shape, ep.state_dict["0.weight"].shape
+    (torch.Size([4, 4]), torch.Size([6, 4]))
+    >>> small.module()(torch.randn(3, 4)).shape
+    torch.Size([3, 2])
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor, nn
+from torch.export import ExportedProgram
+from torch.fx import Graph, GraphModule, Node
+
+from fprune.errors import UnsupportedModelError
+
+if TYPE_CHECKING:
+    from fprune.frontends.aten_export import Lifted
+    from fprune.rewrite import Rewrite
+
+__all__ = ["rebuild_program"]
+
+
+def rebuild_program(lifted: Lifted, change: Rewrite) -> ExportedProgram:
+    """A new ExportedProgram: `lifted.program` with the tensors and constants `change` gives.
+
+    Raises:
+        UnsupportedModelError: the change adds a tensor the program does not have (``fold_bias``
+            giving a bias to a layer without one), or a constant it must edit is computed at run time
+            (a dynamic dim); nothing is built.
+    """
+    program = lifted.program
+    state: dict[str, Tensor] = {}
+    for module, tensors in change.tensors.items():
+        for tname, new in tensors.items():
+            fqn = f"{module}.{tname}" if module else tname
+            name = lifted.tensors.get(fqn)
+            if name is None:
+                raise UnsupportedModelError(
+                    f"pruning adds tensor {fqn!r}, which the ExportedProgram does not have (fold_bias=True gives "
+                    "a bias to a layer exported without one); prune without fold_bias, or prune the nn.Module "
+                    "and export the result"
+                )
+            state[name] = new
+    edits: dict[str, list[tuple[tuple[int, ...], int]]] = {}
+    for node, path, value in change.constants:
+        key = (node, path)
+        target = lifted.paths[key] if key in lifted.paths else path
+        if target is not None:
+            edits.setdefault(lifted.nodes[node], []).append((target, value))
+
+    graph = Graph()
+    graph._codegen = copy.deepcopy(program.graph._codegen)
+    val_map: dict[Node, Node] = {}
+    copied: Any = graph.graph_copy(program.graph, val_map, return_output_node=True)
+    result, old_output = copied
+    graph.output(result).meta = dict(old_output.meta)
+    for old, new in val_map.items():  # a fresh graph may rename ("input" -> "input_1"); the signature names them
+        if new.name != old.name:
+            new.name = old.name
+    gm = GraphModule(program.graph_module, graph)
+    nodes = {n.name: n for n in gm.graph.nodes}
+    for name, changes in edits.items():
+        for path, value in changes:
+            _set_arg(nodes[name], path, value)
+    for module, attrs in change.attrs.items():  # module attributes that are op arguments (conv groups)
+        for node_name, where in lifted.sites.get(module, ()):
+            for attr, (index, defaults) in where.items():
+                if attr in attrs:
+                    node = nodes[node_name]
+                    args = list(node.args) + list(defaults[len(node.args):index])
+                    value = attrs[attr]
+                    args[index:index + 1] = [list(value) if isinstance(value, tuple) else value]
+                    node.args = tuple(args)
+
+    new_state = {k: _like(v, state.get(k)) for k, v in program.state_dict.items()}
+    new_constants = {k: state.get(k, v) if isinstance(v, Tensor) else v for k, v in program.constants.items()}
+    _propagate(program, gm, {**new_state, **new_constants})
+    return ExportedProgram(
+        root=gm,
+        graph=gm.graph,
+        graph_signature=copy.deepcopy(program.graph_signature),
+        state_dict=new_state,
+        range_constraints=copy.deepcopy(program.range_constraints),
+        module_call_graph=copy.deepcopy(program._module_call_graph),
+        example_inputs=program.example_inputs,
+        constants=new_constants,
+        verifiers=program.verifiers,
+    )
+
+
+def _like(old: Tensor, new: Tensor | None) -> Tensor:
+    if new is None:
+        return old
+    if isinstance(old, nn.Parameter):
+        return nn.Parameter(new.detach().clone(), requires_grad=old.requires_grad)
+    return new.detach().clone()
+
+
+def _set_arg(node: Node, path: tuple[int, ...], value: int) -> None:
+    args: list[Any] = list(node.args)
+    if len(path) == 1:
+        old: Any = args[path[0]]
+        args[path[0]] = _check(node, old, value)
+    else:
+        inner = list(args[path[0]])
+        inner[path[1]] = _check(node, inner[path[1]], value)
+        args[path[0]] = type(args[path[0]])(inner)
+    node.args = tuple(args)
+
+
+def _check(node: Node, old: Any, value: int) -> int:
+    if isinstance(old, Node):
+        raise UnsupportedModelError(
+            f"node '{node.name}' ({node.target}) sizes the pruned channels with a value computed at run time "
+            f"('{old.name}', a dynamic dim); export with a static size for that dim (leave it out of "
+            "dynamic_shapes), or leave its group out of the masks"
+        )
+    return value
+
+
+def _propagate(program: ExportedProgram, gm: GraphModule, state: dict[str, Tensor]) -> None:
+    """Re-derives every node's fake value; user inputs keep theirs (their dynamic dims stay symbolic)."""
+    from torch._guards import detect_fake_mode
+    from torch.fx.passes.fake_tensor_prop import FakeTensorProp
+
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    mode = detect_fake_mode([n.meta.get("val") for n in placeholders])
+    if mode is None:  # pragma: no cover - torch.export always records fake values
+        raise UnsupportedModelError("the ExportedProgram has no fake values on its inputs; re-export it")
+    names = {spec.arg.name: spec.target for spec in program.graph_signature.input_specs
+             if getattr(spec.arg, "name", None) is not None}
+    args: list[Any] = []
+    with mode:
+        for node in placeholders:
+            target = names.get(node.name)
+            if target is not None and target in state:
+                args.append(mode.from_tensor(state[target], static_shapes=True))
+            else:
+                args.append(node.meta.get("val"))
+    try:
+        FakeTensorProp(gm, mode).propagate_dont_convert_inputs(*args)
+    except Exception as exc:  # a shape the new sizes do not fit: refuse rather than build a broken program
+        raise UnsupportedModelError(
+            f"the pruned program does not type-check ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "an op fprune read as channel-preserving uses a size it did not edit. Leave that group out of "
+            "the masks and report the model"
+        ) from exc
+    for node in gm.graph.nodes:
+        node.meta.pop("tensor_meta", None)
