@@ -67,7 +67,7 @@ def rebuild_program(lifted: Lifted, change: Rewrite) -> ExportedProgram:
 
     graph = Graph()
     graph._codegen = copy.deepcopy(program.graph._codegen)
-    val_map: dict[Node, Node] = {}
+    val_map: dict[Any, Any] = {}  # Node -> Node (typed for tensors upstream)
     copied: Any = graph.graph_copy(program.graph, val_map, return_output_node=True)
     result, old_output = copied
     graph.output(result).meta = dict(old_output.meta)
