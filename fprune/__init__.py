@@ -14,7 +14,7 @@ Scores, masks and rewrites are pure functions that compose with toolz::
 
 from fprune import errors
 from fprune.frontends import export
-from fprune.groups import ChannelGroup, Options, analyze
+from fprune.analysis import ChannelGroup, Options, analyze
 from fprune.masks import global_topk_mask, threshold_mask, topk_mask
 from fprune.plan import Plan, Scored, load_plan, score_model, score_with
 from fprune.rewrite import apply_patterns

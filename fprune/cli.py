@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from fprune.errors import FpruneError, FpruneWarning, InvalidArgumentError, InvalidTypeError
-from fprune.groups import Options
+from fprune.analysis import Options
 from fprune.masks import topk_mask
 from fprune.plan import load_plan, plan_from_scored, score_with
 from fprune.rewrite import apply_patterns

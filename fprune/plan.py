@@ -41,7 +41,7 @@ from fprune.errors import (
     UnprunableError,
     UnsupportedModelError,
 )
-from fprune.groups import DEFAULT_OPTIONS, Analysis, ChannelGroup, Options, analyze
+from fprune.analysis import DEFAULT_OPTIONS, Analysis, ChannelGroup, Options, analyze
 from fprune.rewrite import applied_masks, group_masks, index_maps
 from fprune.scores import _check_scorer, score_tensor, unit_rows
 from fprune.slicing import GATES, spec_for

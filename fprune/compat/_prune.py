@@ -71,7 +71,7 @@ from fprune.errors import (
     UnprunableError,
     UnsupportedModelError,
 )
-from fprune.groups import Analysis, Options, analyze
+from fprune.analysis import Analysis, Options, analyze
 from fprune.rewrite import apply_constants, expand, plan_rewrite
 from fprune.slicing import slice_tensor
 

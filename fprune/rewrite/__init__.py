@@ -41,7 +41,7 @@ from fprune.errors import (
     UnprunableError,
     UnsupportedModelError,
 )
-from fprune.groups import Analysis, Layout, Options, analyze
+from fprune.analysis import Analysis, Layout, Options, analyze
 from fprune.slicing import IndexMap, slice_tensor, spec_for
 from fprune.trace import attribute, trace
 

@@ -1,0 +1,69 @@
+"""Helpers shared by the rule families."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Literal
+
+from torch import nn
+
+from fprune.analysis.context import RuleContext
+from fprune.analysis.values import Layout
+
+__all__ = ["sole_layout", "in_width", "resolve_width", "own_operand", "may_be_channel"]
+
+
+def sole_layout(ctx: RuleContext) -> Layout | None:
+    """The one tracked tensor a single-input op reads; anything else blocks what the node reads."""
+    layout, others = ctx.first_tracked()
+    if layout is None or others:
+        ctx.unknown()  # blocks nothing when the node reads no tracked channel
+        return None
+    return layout
+
+
+def in_width(module: Any) -> int:
+    """The number of input features or channels a producer module reads."""
+    if isinstance(module, nn.Linear):
+        return module.in_features
+    if isinstance(module, nn.RNNBase):
+        return module.input_size
+    return int(getattr(module, "in_channels"))
+
+
+def resolve_width(ctx: RuleContext, layout: Layout, width: int) -> Layout | None:
+    """Fixes an unknown flatten factor from the consumer's input width; None (and blocks) if inconsistent."""
+    base = sum(s.size for s in layout.segs)
+    factor = layout.factor
+    if factor is None and width % base == 0:
+        factor = width // base
+    if factor is None or base * factor != width:
+        ctx.unknown(f"expects {width} input features but the channels it reads span "
+                    f"{base} x {layout.factor or '?'}")
+        return None
+    return replace(layout, factor=factor)
+
+
+def own_operand(ctx: RuleContext, operand: Any, layout: Layout) -> Literal["role", "broadcast"] | None:
+    """Whether an untracked operand is a model tensor that broadcasts over the channels of `layout`,
+    or holds one entry per channel (then it is sliced with them); None if neither."""
+    found = ctx.own_tensor(operand)
+    if found is None or layout.width is None:
+        return None
+    tensor, reader = found
+    shape = ctx.model_tensor(tensor).shape  # type: ignore[union-attr]  # own_tensor found a tensor
+    if len(shape) < -layout.dim or shape[layout.dim] == 1:
+        return "broadcast"
+    if shape[layout.dim] != layout.width:
+        return None
+    ctx.tensor_role(tensor, replace(layout, rank=len(shape), spatial=None), reader if reader is not tensor else None)
+    return "role"
+
+
+def may_be_channel(layout: Layout, index: Any) -> bool:
+    """Whether ``shape[index]`` may be the channel count (unknown rank: any index but 0)."""
+    if type(index) is not int:
+        return True
+    if layout.rank is not None:
+        return index % layout.rank == layout.rank + layout.dim
+    return index < 0 and index == layout.dim or index > 0

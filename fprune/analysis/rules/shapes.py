@@ -1,0 +1,186 @@
+"""Shapes: reshape/view (heads split and merged), flatten, permute, transpose, tensor indexing."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from fprune.analysis.context import RuleContext
+from fprune.analysis.rules.common import sole_layout
+from fprune.analysis.values import Layout, Seg, Value
+
+__all__ = ["RULES", "index_tensor"]
+
+def index_tensor(ctx: RuleContext, layout: Layout, index: Any) -> Value:
+    """x[i], x[:, i]: ints and full slices over dims other than the channel dim."""
+    items = index if isinstance(index, tuple) else (index,)
+    full = slice(None, None, None)
+    rank = layout.rank
+    if rank is None or not all(type(i) is int or i == full for i in items) or len(items) > rank:
+        ctx.unknown("indexes into a tensor whose channel position is not known")
+        return None
+    p = rank + layout.dim
+    if p < len(items) and items[p] != full:
+        ctx.unknown("indexes into the pruned channels")
+        return None
+    removed = [d for d, i in enumerate(items) if type(i) is int]
+    new_rank = rank - len(removed)
+    new_p = p - sum(1 for d in removed if d < p)
+    return replace(layout, dim=new_p - new_rank, rank=new_rank)
+
+
+def _flatten(ctx: RuleContext) -> Value:
+    layout = sole_layout(ctx)
+    if layout is None:
+        return None
+    if ctx.form == "module":
+        module = ctx.module
+        start, end = getattr(module, "start_dim", 1), getattr(module, "end_dim", -1)
+    else:
+        start, end = ctx.arg(1, "start_dim", 0), ctx.arg(2, "end_dim", -1)
+    if not isinstance(start, int) or not isinstance(end, int):
+        ctx.unknown("flattens with dims that are not constants")
+        return None
+    return _flatten_range(ctx, layout, start, end)
+
+
+def _flatten_range(ctx: RuleContext, layout: Layout, start: int, end: int) -> Value:
+    rank = layout.rank
+    if rank is None:
+        ctx.unknown("flattens a tensor of unknown rank")
+        return None
+    s, e, p = start % rank, end % rank, rank + layout.dim
+    new_rank = rank - (e - s)
+    if p < s or p > e:
+        return replace(layout, dim=(p if p < s else p - (e - s)) - new_rank, rank=new_rank)
+    if p != s:
+        ctx.unknown("flattens leading dims together with the pruned channels")
+        return None
+    inner = layout.spatial if e == rank - 1 else None
+    factor = None if (inner is None or layout.factor is None) else layout.factor * inner
+    return replace(layout, dim=s - new_rank, rank=new_rank, factor=factor, spatial=1 if e == rank - 1 else None)
+
+
+def _reshape(ctx: RuleContext) -> Value:
+    """view/reshape: split the channels into (..., heads, head_dim), merge them back, or flatten.
+
+    Dims before the channel dim are taken to be unchanged (the ``x.view(B, N, ...)`` idiom).  A
+    split into several trailing dims makes the second-to-last of them the pruning unit (attention
+    heads): the channel space is refined so that one unit removes its rows in every outer block.
+    """
+    source = ctx.args[0] if ctx.args else None
+    layout = ctx.value(source) if ctx.is_node(source) else None
+    if not isinstance(layout, Layout):
+        if layout is not None:
+            ctx.unknown()
+        return None
+    shape: list[Any]
+    paths: list[tuple[int, ...]]
+    if ctx.form == "method":
+        shape, paths = list(ctx.args[1:]), [(i + 1,) for i in range(len(ctx.args) - 1)]
+    else:
+        given = ctx.arg(1, "shape", ())
+        shape, paths = list(given), [(1, i) for i in range(len(given))]
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        paths = [(paths[0][0], i) for i in range(len(shape[0]))]
+        shape = list(shape[0])
+    rank = layout.rank
+    p = None if rank is None else rank + layout.dim
+    # merge: the channel dim and every dim after it become the last dim
+    if rank is not None and p is not None and len(shape) == p + 1:
+        factor = None if (layout.factor is None or layout.spatial is None) else layout.factor * layout.spatial
+        if not _channel_size_arg(ctx, layout, shape, paths, p, merged=p < rank - 1):
+            return None
+        return Layout(-1, layout.segs, rank=p + 1, factor=factor, spatial=1)
+    # unsqueeze-like: (..., C) -> (..., C, 1, 1) with the leading dims unchanged
+    ones = 0
+    while ones < len(shape) and shape[-1 - ones] == 1:
+        ones += 1
+    if p is not None and layout.dim == -1 and ones and len(shape) - ones == p + 1 and shape[p] != 1:
+        if not _channel_size_arg(ctx, layout, shape, paths, p, merged=False):
+            return None
+        return replace(layout, dim=-1 - ones, rank=len(shape), spatial=1)
+    # split: the last (channel) dim becomes trailing int dims
+    trailing = 0
+    product = 1
+    while trailing < len(shape) and type(shape[-1 - trailing]) is int and shape[-1 - trailing] > 0:
+        product *= shape[-1 - trailing]
+        trailing += 1
+        if product >= (layout.width or 0):
+            break
+    single = len(layout.segs) == 1 and layout.factor == 1
+    if layout.dim == -1 and single and trailing >= 1 and product == layout.width:
+        while trailing > 1 and shape[-trailing] == 1:
+            trailing -= 1  # leading size-1 dims of the split are outer dims of size 1
+        if trailing == 1:
+            return Layout(-1, layout.segs, rank=len(shape), spatial=1)
+        unit, inner = shape[-2], shape[-1]
+        outer = layout.width // (unit * inner) if layout.width else 1
+        space = ctx.refine(layout.segs[0].space, unit, inner, outer)
+        if space is None:
+            ctx.unknown("splits channels already split differently")
+            return None
+        ctx.edit(paths[-2], "count", space)
+        ctx.block_spaces([space], "fold", "attention heads: their biases are not folded")
+        return Layout(-2, (Seg(space, unit),), rank=len(shape), spatial=inner)
+    ctx.unknown("reshapes the pruned channels in a way fprune does not understand; "
+                  "supported: (batch, -1), (..., heads, head_dim) splits and their merges")
+    return None
+
+
+def _channel_size_arg(ctx: RuleContext, layout: Layout, shape: list[Any],
+                      paths: list[tuple[int, ...]], p: int, merged: bool) -> bool:
+    """Makes the reshape size at the channel position follow pruning; False (and blocks) if it cannot.
+
+    -1 stays; any other size (a literal or a size read at run time) becomes -1, or, when another
+    dim is already -1, the kept channel count (single-group, unmerged channels only).
+    """
+    size = shape[p]
+    if size == -1:
+        return True
+    if -1 not in shape:
+        for seg in layout.segs:
+            ctx.edit(paths[p], "minus_one", seg.space)
+        return True
+    single = len(layout.segs) == 1 and layout.factor == 1
+    if single and not merged and size == layout.width:
+        ctx.edit(paths[p], "count", layout.segs[0].space)
+        return True
+    ctx.unknown("reshapes the pruned channels with a size that cannot follow pruning")
+    return False
+
+
+def _permute(ctx: RuleContext) -> Value:
+    layout, _ = ctx.first_tracked()
+    if layout is None:
+        ctx.unknown()
+        return None
+    dims: list[Any] = list(ctx.args[1:]) if ctx.form == "method" else list(ctx.arg(1, "dims", ()))
+    if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+        dims = list(dims[0])
+    rank = len(dims)
+    if not all(type(d) is int for d in dims) or layout.rank not in (None, rank) or -layout.dim > rank:
+        ctx.unknown("permutes a tensor whose channel position is not known")
+        return None
+    new_p = [d % rank for d in dims].index(rank + layout.dim)
+    return replace(layout, dim=new_p - rank, rank=rank, spatial=None if new_p != rank + layout.dim else layout.spatial)
+
+
+def _transpose(ctx: RuleContext) -> Value:
+    layout, _ = ctx.first_tracked()
+    a, b = ctx.arg(1, "dim0", None), ctx.arg(2, "dim1", None)
+    if layout is None or type(a) is not int or type(b) is not int:
+        ctx.unknown()
+        return None
+    rank = layout.rank
+    if rank is not None:
+        a, b = a % rank - rank, b % rank - rank
+    elif a >= 0 or b >= 0:
+        ctx.unknown("transposes a tensor of unknown rank")
+        return None
+    if layout.dim not in (a, b):
+        return layout if (a < layout.dim) == (b < layout.dim) else replace(layout, spatial=None)
+    return replace(layout, dim=b if layout.dim == a else a, spatial=None)
+
+
+RULES = {"reshape": _reshape, "flatten": _flatten, "permute": _permute, "transpose": _transpose}
