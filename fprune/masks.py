@@ -40,7 +40,7 @@ from typing_extensions import TypeAlias
 
 from fprune._names import check_patterns, name_matches
 from fprune.errors import InvalidArgumentError, InvalidTypeError, InvalidWeightError
-from fprune.types import Mask, Scores
+from fprune.types import _STAGES, Mask, Scores
 
 if TYPE_CHECKING:
     from fprune.plan import Plan, Scored
@@ -247,6 +247,7 @@ class _MaskRule(ABC):
     """Shared behaviour of the mask values: repr like the call, lifting."""
 
     _factory: ClassVar[str]
+    takes_producers: ClassVar[bool] = True  # select_many(scores, producers=...): see plan_from_scored
 
     @abstractmethod
     def select(self, scores: Scores) -> Mask:
@@ -274,9 +275,7 @@ class _MaskRule(ABC):
         """A tensor gives :meth:`select`; a ``Scored`` value gives a ``Plan``."""
         if isinstance(x, Tensor):
             return self.select(x)
-        from fprune.plan import plan_from_scored
-
-        return plan_from_scored(self, x)
+        return _STAGES["plan_from_scored"](self, x)  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         parts = []

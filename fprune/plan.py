@@ -42,11 +42,11 @@ from fprune.errors import (
     UnsupportedModelError,
 )
 from fprune.analysis import DEFAULT_OPTIONS, Analysis, ChannelGroup, Options, analyze
-from fprune.rewrite import applied_masks, group_masks, index_maps
+from fprune.analysis.resolve import applied_masks, group_masks, index_maps
 from fprune.scores import _check_scorer, score_tensor, unit_rows
 from fprune.slicing import GATES, spec_for
 from fprune.trace import trace
-from fprune.types import Mask, MaskFn, Scorer, Scores
+from fprune.types import Mask, MaskFn, Scorer, Scores, register_stage
 
 if TYPE_CHECKING:
     from torch.fx import GraphModule
@@ -128,6 +128,7 @@ class Plan:
         return json.dumps({"format": FORMAT, "params": self.params()})
 
 
+@register_stage("score_model")
 def score_model(scorer: Scorer, model: nn.Module, options: Options = DEFAULT_OPTIONS) -> Scored:
     """Lifts a scorer to a model: one score vector per prunable channel group.
 
@@ -349,6 +350,7 @@ def _norm_scores(scorer: Scorer, analysis: Analysis, group: ChannelGroup, module
     return parts
 
 
+@register_stage("plan_from_scored")
 def plan_from_scored(mask_fn: MaskFn, scored: Scored) -> Plan:
     """Applies a mask rule to every scored group (global rules rank them jointly).
 
@@ -371,12 +373,11 @@ def plan_from_scored(mask_fn: MaskFn, scored: Scored) -> Plan:
             f"{mask_fn!r} expects a score tensor or a Scored value (e.g. score_l1(model)), "
             f"got {type(scored).__name__}; score the model first: pipe(model, score_l1, {mask_fn!r})"
         )
-    from fprune.masks import _MaskRule
-
     scores = dict(scored.scores)
-    if isinstance(mask_fn, _MaskRule):  # fprune's own rules may key on module names (topk_mask(per_module=...))
+    if getattr(mask_fn, "takes_producers", False) is True:  # fprune's rules may key on modules (per_module=)
         producers = {group.name: group.producers for group in scored.analysis.groups}
-        masks = mask_fn.select_many(scores, producers=producers)
+        rule: Any = mask_fn  # the MaskFn protocol's select_many has no `producers`
+        masks = rule.select_many(scores, producers=producers)
     else:  # a user-written MaskFn: the plain protocol
         masks = mask_fn.select_many(scores)
     for name, mask in masks.items():

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from fprune.errors import InvalidArgumentError, InvalidTypeError, InvalidWeightError
-from fprune.types import Scorer, Scores
+from fprune.types import Scorer, Scores, register_stage
 
 __all__ = [
     "score_tensor",
@@ -164,6 +164,7 @@ def _run_rows(
 # --------------------------------------------------------------------------- score_tensor
 
 
+@register_stage("score_tensor")
 def score_tensor(scorer: Scorer, weight: Tensor, *, name: str | None = None) -> Scores:
     """Scores every output channel (row) of one weight tensor.
 

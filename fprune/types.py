@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol, Union, overload
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, Union, overload
 
 
 from torch import Tensor, nn
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from fprune.plan import Plan, Scored
 
 __all__ = [
+    "register_stage",
     "Scores",
     "Mask",
     "RowFn",
@@ -41,6 +42,31 @@ Scores: TypeAlias = Tensor  # 1-D float tensor, one score per output channel (ro
 Mask: TypeAlias = Tensor  # 1-D torch.bool tensor, one entry per channel; True = keep
 RowFn: TypeAlias = Callable[[Tensor, Union[Tensor, None]], Tensor]  # (rows [n, k], grad rows [n, k] | None) -> scores [n]
 ModelLike: TypeAlias = nn.Module  # an nn.Module or a torch.fx.GraphModule
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+# The model-level stages the values below hand a model or a Scored value to.  They live in the
+# modules that implement them (fprune.scores, fprune.plan), which sit above this one and register
+# them when imported; ``import fprune`` imports every one.  So this module imports nothing of
+# fprune: the values stay at the bottom of the import graph (no cycle), the stages at the top.
+_STAGES: dict[str, Callable[..., Any]] = {}
+
+
+def register_stage(name: Literal["score_tensor", "score_model", "plan_from_scored"]) -> Callable[[_F], _F]:
+    """Registers the function a value's ``__call__`` dispatches to (used by fprune's own modules).
+
+    Example:
+        >>> from fprune.types import _STAGES
+        >>> _STAGES["score_model"].__module__
+        'fprune.plan'
+    """
+
+    def register(fn: _F) -> _F:
+        _STAGES[name] = fn
+        return fn
+
+    return register
 
 
 def _format_args(args: tuple[tuple[str, Any], ...]) -> str:
@@ -85,12 +111,8 @@ class Scorer:
     def __call__(self, x: Tensor | nn.Module) -> Scores | Scored:
         """Scores a weight tensor, or every prunable channel group of a model."""
         if isinstance(x, Tensor):
-            from fprune.scores import score_tensor
-
-            return score_tensor(self, x)
-        from fprune.plan import score_model
-
-        return score_model(self, x)
+            return _STAGES["score_tensor"](self, x)  # type: ignore[no-any-return]
+        return _STAGES["score_model"](self, x)  # type: ignore[no-any-return]
 
 
 class MaskFn(Protocol):

@@ -72,7 +72,8 @@ from fprune.errors import (
     UnsupportedModelError,
 )
 from fprune.analysis import Analysis, Options, analyze
-from fprune.rewrite import apply_constants, expand, plan_rewrite
+from fprune.analysis.resolve import expand, plan_rewrite
+from fprune.rewrite.graph_backend import apply_constants
 from fprune.slicing import slice_tensor
 
 __all__ = ["prune_prepared", "ReferenceRules", "reference_rules", "lstm_per_gate"]

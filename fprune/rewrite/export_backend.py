@@ -1,6 +1,6 @@
 """The ExportedProgram back-end: a rewrite's data applied to a copy of the program.
 
-The rewrite (:func:`fprune.rewrite.plan_rewrite`) says, as data, every tensor's new value and
+The rewrite (:func:`fprune.analysis.resolve.plan_rewrite`) says, as data, every tensor's new value and
 every graph constant's new value.  This back-end reads only that: it copies the program's graph,
 writes the new constants into the copied nodes, swaps the sliced state into a new state dict,
 re-derives every node's ``meta["val"]`` with fake tensors (the shapes the new sizes imply, dynamic
@@ -32,7 +32,7 @@ from fprune.errors import UnsupportedModelError
 
 if TYPE_CHECKING:
     from fprune.frontends.aten_export import Lifted
-    from fprune.rewrite import Rewrite
+    from fprune.analysis.resolve import Rewrite
 
 __all__ = ["rebuild_program"]
 
