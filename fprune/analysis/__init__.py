@@ -70,7 +70,7 @@ __all__ = [
 #: Names of the aten ops of an ExportedProgram the analysis reads, sorted.
 SUPPORTED_OPS: tuple[str, ...] = tuple(sorted(
     {str(op) for op in (*ATEN_OPS, *PARAMETER_OPS, *READ_AS_RESHAPE)}
-    | {"aten.select.int", "aten.slice.Tensor", "aten.t.default", "getitem"}
+    | {"aten.select.int", "aten.slice.Tensor", "aten.t.default", "aten.index.Tensor", "getitem"}
 ))
 
 

@@ -135,6 +135,14 @@ class RuleContext:
             return None, others
         return tracked[0], others
 
+    def shape(self, x: Any) -> tuple[int, ...] | None:
+        """The static shape of a graph input, when the front-end recorded one (torch.export does)."""
+        val = x.meta.get("val") if self.is_node(x) else None
+        shape = getattr(val, "shape", None)
+        if shape is None or not all(type(d) is int for d in shape):
+            return None
+        return tuple(shape)
+
     def model_tensor(self, x: Any) -> Tensor | None:
         """The model tensor an input reads directly (a ``get_attr``), or None."""
         if not self.is_node(x) or x.op != "get_attr":

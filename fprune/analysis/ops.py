@@ -36,6 +36,8 @@ _VOCABULARY: dict[str, str] = {
     # channels pass through, one value per channel
     "activation": "an elementwise function of one tensor (relu, gelu, silu, tanh, exp, neg, casts, ...)",
     "binary": "add/sub/mul/div of tensors: couples the channels of every tracked operand",
+    "cast_as": "x.type_as(y): x's values in y's dtype (y is read for its dtype only)",
+    "where": "torch.where(cond, x, y): couples x and y; cond must not vary over the channels",
     "prelu": "nn.PReLU: one slope, or one per channel on dim 1",
     "functional_prelu": "F.prelu with a single slope",
     # normalisation
@@ -55,17 +57,22 @@ _VOCABULARY: dict[str, str] = {
     "chunk": "chunk(k) into equal pieces",
     "split": "split(size) into equal pieces",
     "unbind": "unbind a dim other than the channels",
+    "expand": "expand (broadcast) dims other than the channels",
+    "gather": "torch.gather: index arithmetic; pruned channels read by it are kept whole",
     # attention
     "matmul": "batched matmul with the heads on a batch dim",
     "softmax": "softmax / log_softmax over a dim other than the channels",
     "scaled_dot_product_attention": "F.scaled_dot_product_attention with q, k, v heads on one batch dim",
     # reductions
-    "reduce": "mean/sum/amax over dims other than the channels",
+    "reduce": "mean/sum/amax: over other dims channels pass; over the channels (an RMSNorm) inexact",
+    "cumsum": "cumsum along a dim other than the channels",
+    "diff": "diff along a dim other than the channels",
     **_spatial("max_pool", "max pooling"),
     **_spatial("avg_pool", "average pooling"),
     **_spatial("adaptive_max_pool", "adaptive max pooling"),
     **_spatial("adaptive_avg_pool", "adaptive average pooling"),
     # metadata and graph structure
+    "factory": "a new tensor (arange, ones, zeros, full, x.new_ones): reads no channel values",
     "getattr": "x.shape, x.ndim, x.dtype, x.device",
     "shape_query": "x.size(), x.size(d), x.dim()",
     "output": "the graph output",

@@ -62,10 +62,35 @@ ATEN_OPS: Mapping[Any, Any] = MappingProxyType({
     aten.clone.default: "method:clone", aten.contiguous.default: "method:contiguous",
     aten.alias.default: "method:contiguous", aten.detach.default: "method:detach",
     aten.to.dtype: "method:to", aten.to.dtype_layout: "method:to", aten.type_as.default: "method:type_as",
-    aten._to_copy.default: "method:to",
+    aten._to_copy.default: "method:to", aten.to.device: "method:to",
+    aten.pow.Tensor_Scalar: torch.pow, aten.pow.Tensor_Tensor: torch.pow, aten.rsqrt.default: torch.rsqrt,
+    aten.sqrt.default: torch.sqrt, aten.cos.default: torch.cos, aten.sin.default: torch.sin,
+    aten.log.default: torch.log, aten.reciprocal.default: torch.reciprocal, aten.erf.default: torch.erf,
+    aten.clamp.default: torch.clamp, aten.clamp_min.default: torch.clamp_min, aten.square.default: torch.square,
+    aten.zeros_like.default: torch.zeros_like, aten.ones_like.default: torch.ones_like,
+    aten.full_like.default: torch.full_like,
     # binary
     aten.add.Tensor: operator.add, aten.sub.Tensor: operator.sub, aten.mul.Tensor: operator.mul,
     aten.div.Tensor: operator.truediv, aten.add_.Tensor: operator.add, aten.mul_.Tensor: operator.mul,
+    aten.add.Scalar: operator.add, aten.sub.Scalar: operator.sub, aten.mul.Scalar: operator.mul,
+    aten.div.Scalar: operator.truediv, aten.rsub.Scalar: torch.rsub,
+    aten.eq.Tensor: torch.eq, aten.eq.Scalar: torch.eq, aten.ne.Tensor: torch.ne, aten.ne.Scalar: torch.ne,
+    aten.le.Tensor: torch.le, aten.le.Scalar: torch.le, aten.lt.Tensor: torch.lt, aten.lt.Scalar: torch.lt,
+    aten.ge.Tensor: torch.ge, aten.ge.Scalar: torch.ge, aten.gt.Tensor: torch.gt, aten.gt.Scalar: torch.gt,
+    aten.__and__.Tensor: torch.bitwise_and, aten.bitwise_and.Tensor: torch.bitwise_and,
+    aten.logical_and.default: torch.logical_and, aten.__or__.Tensor: torch.bitwise_or,
+    aten.bitwise_or.Tensor: torch.bitwise_or, aten.logical_not.default: torch.logical_not,
+    aten.minimum.default: torch.minimum, aten.maximum.default: torch.maximum, aten.min.other: torch.minimum,
+    aten.max.other: torch.maximum,
+    aten.where.self: torch.where, aten.where.ScalarOther: torch.where, aten.where.ScalarSelf: torch.where,
+    # new tensors, index arithmetic (masks, positions)
+    aten.arange.default: torch.arange, aten.arange.start: torch.arange, aten.arange.start_step: torch.arange,
+    aten.ones.default: torch.ones, aten.zeros.default: torch.zeros, aten.full.default: torch.full,
+    aten.empty.memory_format: torch.empty, aten.new_ones.default: "method:new_ones",
+    aten.new_zeros.default: "method:new_zeros", aten.new_full.default: "method:new_full",
+    aten.new_empty.default: "method:new_empty", aten.scalar_tensor.default: torch.scalar_tensor,
+    aten.cumsum.default: torch.cumsum, aten.diff.default: torch.diff,
+    aten.gather.default: torch.gather,
     # shapes
     aten.view.default: "method:view", aten.reshape.default: "method:reshape",
     aten._unsafe_view.default: "method:view", aten.permute.default: "method:permute",
@@ -294,6 +319,9 @@ class _Lifter:
             return self.graph.call_function(operator.getitem, (self.arg(node.args[0]), node.args[1]))
         if node.op == "call_function" and target in (aten.select.int, aten.slice.Tensor):
             return self.index(node)
+        if node.op == "call_function" and target is aten.index.Tensor:  # x[i0, i1, ...] with index tensors
+            indices: Any = node.args[1]
+            return self.graph.call_function(operator.getitem, (self.arg(node.args[0]), tuple(self.arg(indices))))
         if node.op == "call_function" and target in READ_AS_RESHAPE and _shape(node) is not None:
             new = self.graph.call_method("reshape", (self.arg(node.args[0]), _shape(node)))
             for i in range(len(_shape(node) or ())):

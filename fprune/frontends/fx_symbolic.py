@@ -45,13 +45,20 @@ _ACTIVATION_FUNCTIONS: tuple[Callable[..., Any], ...] = (
     F.softsign, F.tanhshrink, F.gelu, F.softshrink, F.dropout, F.relu_, F.elu_, F.leaky_relu_,
     torch.relu, torch.sigmoid, torch.tanh, torch.nn.functional.threshold,
     operator.neg, torch.neg, operator.pos, torch.abs, operator.abs, torch.exp, torch.square,
+    torch.pow, operator.pow, torch.rsqrt, torch.sqrt, torch.cos, torch.sin, torch.log, torch.reciprocal,
+    torch.erf, torch.clamp, torch.clamp_min, torch.zeros_like, torch.ones_like, torch.full_like,
+    torch.logical_not,
 )
 _ACTIVATION_METHODS = (
     "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "neg", "abs", "exp", "square",
-    "contiguous", "clone", "detach", "float", "double", "half", "to", "type_as",
+    "contiguous", "clone", "detach", "float", "double", "half", "to",
+    "pow", "rsqrt", "sqrt", "cos", "sin", "log", "reciprocal", "clamp", "clamp_min",
 )
 _BINARY = (operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.isub,
-           operator.imul, operator.itruediv, torch.add, torch.sub, torch.mul, torch.div)
+           operator.imul, operator.itruediv, torch.add, torch.sub, torch.mul, torch.div, torch.rsub,
+           operator.eq, operator.ne, operator.le, operator.lt, operator.ge, operator.gt, operator.and_,
+           operator.or_, torch.eq, torch.ne, torch.le, torch.lt, torch.ge, torch.gt, torch.bitwise_and,
+           torch.bitwise_or, torch.logical_and, torch.minimum, torch.maximum)
 _BINARY_METHODS = ("add", "sub", "mul", "div", "add_", "sub_", "mul_", "div_")
 
 
@@ -84,7 +91,10 @@ def _build_index() -> Index:
                       F.log_softmax: "softmax", F.scaled_dot_product_attention: "scaled_dot_product_attention",
                       getattr: "getattr", torch.flatten: "flatten", operator.getitem: "getitem", torch.cat: "cat",
                       torch.concat: "cat", torch.reshape: "reshape", torch.mean: "reduce", torch.sum: "reduce",
-                      torch.amax: "reduce"})
+                      torch.amax: "reduce", torch.where: "where", torch.cumsum: "cumsum", torch.diff: "diff",
+                      torch.gather: "gather", torch.arange: "factory", torch.ones: "factory",
+                      torch.zeros: "factory", torch.full: "factory", torch.empty: "factory",
+                      torch.scalar_tensor: "factory"})
     for k in (1, 2, 3):
         for kind in ("max_pool", "avg_pool", "adaptive_max_pool", "adaptive_avg_pool"):
             op = f"{kind}{k}d"
@@ -95,7 +105,9 @@ def _build_index() -> Index:
     methods.update({"chunk": "chunk", "split": "split", "permute": "permute", "transpose": "transpose",
                     "unbind": "unbind", "matmul": "matmul", "softmax": "softmax", "log_softmax": "softmax",
                     "size": "shape_query", "dim": "shape_query", "flatten": "flatten", "view": "reshape",
-                    "reshape": "reshape", "mean": "reduce", "sum": "reduce", "amax": "reduce"})
+                    "reshape": "reshape", "mean": "reduce", "sum": "reduce", "amax": "reduce",
+                    "type_as": "cast_as", "expand": "expand", "cumsum": "cumsum", "new_ones": "factory",
+                    "new_zeros": "factory", "new_full": "factory", "new_empty": "factory"})
     return Index(MappingProxyType(modules), MappingProxyType(functions), MappingProxyType(methods))
 
 

@@ -47,6 +47,9 @@ def resolve_width(ctx: RuleContext, layout: Layout, width: int) -> Layout | None
 def own_operand(ctx: RuleContext, operand: Any, layout: Layout) -> Literal["role", "broadcast"] | None:
     """Whether an untracked operand is a model tensor that broadcasts over the channels of `layout`,
     or holds one entry per channel (then it is sliced with them); None if neither."""
+    shape = ctx.shape(operand)
+    if shape is not None and (len(shape) < -layout.dim or shape[layout.dim] == 1):
+        return "broadcast"  # one value for every channel (a normalisation statistic, a mask)
     found = ctx.own_tensor(operand)
     if found is None or layout.width is None:
         return None

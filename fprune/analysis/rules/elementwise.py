@@ -91,4 +91,39 @@ def _functional_prelu(ctx: RuleContext) -> Value:
     return None
 
 
-RULES = {"activation": _elementwise, "binary": binary, "prelu": _prelu, "functional_prelu": _functional_prelu}
+def _cast_as(ctx: RuleContext) -> Value:
+    """x.type_as(y): x's channels, in y's dtype; y is read for its dtype only."""
+    value = ctx.value(ctx.arg(0, "self", None))
+    return ctx.with_path(value) if isinstance(value, Layout) else None
+
+
+def _where(ctx: RuleContext) -> Value:
+    """torch.where(cond, x, y): elementwise choice, coupling tracked x and y like an add.
+
+    The condition must not vary over the channels: its recorded shape has size 1 there (a mask over
+    positions); a condition computed from the channels, or of unknown shape, keeps them whole.
+    """
+    cond, x, y = ctx.arg(0, "condition", None), ctx.arg(1, "input", None), ctx.arg(2, "other", None)
+    values = [ctx.value(v) for v in (x, y)]
+    layouts = [v for v in values if isinstance(v, Layout)]
+    if not layouts:
+        if ctx.value(cond) is not None or any(v is not None for v in values):
+            ctx.unknown("torch.where on pruned channels it cannot follow")
+        return None
+    first = layouts[0]
+    untracked = [v for v, value in zip((x, y), values) if value is None and ctx.is_node(v)]
+    if ctx.value(cond) is not None or any(own_operand(ctx, t, first) != "broadcast" for t in (cond, *untracked)):
+        ctx.unknown("torch.where whose condition or other operand may vary over the pruned channels")
+        return None
+    if len(layouts) == 2:
+        a, b = layouts
+        if a.dim != b.dim or [s.size for s in a.segs] != [s.size for s in b.segs] or not all(
+                ctx.couple(s.space, t.space) for s, t in zip(a.segs, b.segs)):
+            ctx.unknown("torch.where over tensors whose channel layouts differ")
+            return None
+        ctx.block(first, "fold", "torch.where chooses between producers; their biases are not folded")
+    return ctx.with_path(first) if len(layouts) == 1 else replace(first, segs=tuple(replace(s, path=()) for s in first.segs))
+
+
+RULES = {"activation": _elementwise, "binary": binary, "prelu": _prelu, "functional_prelu": _functional_prelu,
+         "cast_as": _cast_as, "where": _where}

@@ -40,4 +40,18 @@ def _output(ctx: RuleContext) -> Value:
     return None
 
 
-RULES = {"getattr": _getattr, "shape_query": _shape_query, "output": _output}
+def _factory(ctx: RuleContext) -> Value:
+    """arange, ones, zeros, full, x.new_ones(...): a new tensor; a tensor argument is read for its
+    dtype and device only.  A size computed from the channel count is checked by the engine."""
+    return None
+
+
+def _gather(ctx: RuleContext) -> Value:
+    """torch.gather on index arithmetic (positions, token types): pruned channels read by it stay whole."""
+    if any(True for _ in ctx.tracked_inputs()):
+        ctx.unknown("gathers from pruned channels; fprune follows gather only on tensors that carry no channels")
+    return None
+
+
+RULES = {"getattr": _getattr, "shape_query": _shape_query, "output": _output, "factory": _factory,
+         "gather": _gather}

@@ -66,8 +66,9 @@ def _reduce(ctx: RuleContext) -> Value:
         ctx.unknown("reduces dims that cannot be told apart from the pruned channels")
         return None
     p, reduced = rank + layout.dim, {d % rank for d in dims}
-    if p in reduced:
-        ctx.unknown("reduces over the pruned channels")
+    if p in reduced:  # a statistic over the channels (an RMSNorm's mean of squares): not tracked further
+        ctx.block(layout, "inexact", "reduces over the pruned channels (a normalisation statistic, as in an "
+                  "RMSNorm), so removing channels changes the result; pass approximate=True to prune anyway")
         return None
     spatial = 1 if set(range(p + 1, rank)) <= reduced else None
     if keepdim:
@@ -77,7 +78,23 @@ def _reduce(ctx: RuleContext) -> Value:
     return replace(layout, dim=new_p - new_rank, rank=new_rank, spatial=spatial)
 
 
-RULES: dict[str, Rule] = {"reduce": _reduce}
+def _scan(dim_index: int, default: int | None) -> Rule:
+    """cumsum(x, dim) / diff(x, n, dim) along a dim other than the channels: channels pass."""
+
+    def rule(ctx: RuleContext) -> Value:
+        layout = sole_layout(ctx)
+        if layout is None:
+            return None
+        dim = ctx.arg(dim_index, "dim", default)
+        if layout.rank is None or type(dim) is not int or dim % layout.rank == layout.rank + layout.dim:
+            ctx.unknown("accumulates along the pruned channels, or along a dim not known")
+            return None
+        return replace(layout, spatial=None)
+
+    return rule
+
+
+RULES: dict[str, Rule] = {"reduce": _reduce, "cumsum": _scan(1, None), "diff": _scan(2, -1)}
 for _k in (1, 2, 3):
     RULES.update({f"max_pool{_k}d": _pool(_k, False, "max"), f"avg_pool{_k}d": _pool(_k, False, "avg"),
                   f"adaptive_max_pool{_k}d": _pool(_k, True, "max"),

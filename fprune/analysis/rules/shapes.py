@@ -123,6 +123,17 @@ def _reshape(ctx: RuleContext) -> Value:
         ctx.edit(paths[-2], "count", space)
         ctx.block_spaces([space], "fold", "attention heads: their biases are not folded")
         return Layout(-2, (Seg(space, unit),), rank=len(shape), spatial=inner)
+    # (..., -1, head_dim): the head count is inferred, so nothing in the graph needs editing
+    width = layout.width
+    if layout.dim == -1 and single and width and rank is not None and p is not None and len(shape) == p + 2 \
+            and shape[-2] == -1 and type(shape[-1]) is int and shape[-1] > 0 and width % shape[-1] == 0:
+        inner = shape[-1]
+        space = ctx.refine(layout.segs[0].space, width // inner, inner, 1)
+        if space is None:
+            ctx.unknown("splits channels already split differently")
+            return None
+        ctx.block_spaces([space], "fold", "attention heads: their biases are not folded")
+        return Layout(-2, (Seg(space, width // inner),), rank=len(shape), spatial=inner)
     ctx.unknown("reshapes the pruned channels in a way fprune does not understand; "
                   "supported: (batch, -1), (..., heads, head_dim) splits and their merges")
     return None
@@ -183,4 +194,28 @@ def _transpose(ctx: RuleContext) -> Value:
     return replace(layout, dim=b if layout.dim == a else a, spatial=None)
 
 
-RULES = {"reshape": _reshape, "flatten": _flatten, "permute": _permute, "transpose": _transpose}
+def _expand(ctx: RuleContext) -> Value:
+    """x.expand(*sizes): broadcasts size-1 dims; the channel dim must keep its size (-1 or its width)."""
+    layout = ctx.value(ctx.args[0]) if ctx.args else None
+    if not isinstance(layout, Layout):
+        if layout is not None:
+            ctx.unknown()
+        return None
+    sizes: list[Any] = list(ctx.args[1:])
+    paths: list[tuple[int, ...]] = [(i + 1,) for i in range(len(sizes))]
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+        sizes, paths = list(sizes[0]), [(1, i) for i in range(len(sizes[0]))]
+    if len(sizes) < -layout.dim or (layout.rank is not None and len(sizes) < layout.rank):
+        ctx.unknown("expands a tensor whose channel position is not known")
+        return None
+    size = sizes[layout.dim]
+    if size != -1:
+        if ctx.is_node(size) or size != layout.width:
+            ctx.unknown("expands the pruned channels to a size that cannot follow pruning")
+            return None
+        for seg in layout.segs:
+            ctx.edit(paths[layout.dim], "minus_one", seg.space)
+    return replace(layout, rank=len(sizes), spatial=None)
+
+
+RULES = {"expand": _expand, "reshape": _reshape, "flatten": _flatten, "permute": _permute, "transpose": _transpose}
