@@ -100,7 +100,8 @@ class Plan:
         """Every parameter and buffer whose shape changes: fqn -> [{"dim", "keep"}], keep sorted."""
         by_group = {self.analysis.by_producer[k]: m.detach().cpu() for k, m in self.masks.items() if not bool(m.all())}
         by_group = applied_masks(self.analysis, by_group, self.options)  # fold_bias may keep groups whole
-        out: dict[str, list[dict[str, Any]]] = {}
+        found: list[tuple[tuple[int, int, str], str, list[dict[str, Any]]]] = []
+        place = _first_reads(self.analysis)
         for module, index in index_maps(self.analysis, by_group).items():
             for tensor, dims in index.items():
                 entries = [
@@ -109,8 +110,14 @@ class Plan:
                     if not bool(keep.all())
                 ]
                 if entries:  # root tensors: no prefix; a lifted program's tensors: the program's own names
-                    out[self.analysis.public_name(f"{module}.{tensor}" if module else tensor)] = entries
-        return out
+                    fqn = f"{module}.{tensor}" if module else tensor
+                    within = len(found) if module in self.analysis.roles else _TENSOR_ORDER.get(tensor, 2)
+                    key = (place.get(module, len(place)), within, tensor if module not in self.analysis.roles else "")
+                    found.append((key, self.analysis.public_name(fqn), entries))
+        # One order whatever the front-end: modules by the first node that reads them; a module's
+        # tensors in its slicing order, which tensors read directly follow (a BatchNorm is a module
+        # call under torch.export, get_attr reads under torch.fx: weight, bias, then by name).
+        return {name: entries for _, name, entries in sorted(found, key=lambda f: f[0])}
 
     def to_json(self) -> str:
         """The portable form: ``{"format": "fprune.plan/1", "params": {...}}``.
@@ -182,6 +189,20 @@ def score_model(scorer: Scorer, model: nn.Module, options: Options = DEFAULT_OPT
     if skipped:
         warnings.warn("left unpruned: " + "; ".join(skipped), FpruneWarning, stacklevel=3)
     return Scored(analysis, MappingProxyType(scores), scorer, options)
+
+
+_TENSOR_ORDER = {"weight": 0, "bias": 1}
+
+
+def _first_reads(analysis: Analysis) -> dict[str, int]:
+    """Module name -> position of the first graph node that calls it or reads one of its tensors."""
+    place: dict[str, int] = {}
+    for i, node in enumerate(analysis.graph.graph.nodes):
+        if node.op == "call_module":
+            place.setdefault(str(node.target), i)
+        elif node.op == "get_attr":
+            place.setdefault(str(node.target).rpartition(".")[0], i)
+    return place
 
 
 def _refuse_unknown(analysis: Analysis) -> None:

@@ -319,7 +319,11 @@ def run(gm: GraphModule, classify: Classify, source: Any = None) -> Analysis:
         op = classify(node, engine.modules)
         rule = RULES.get(op) if op is not None else None
         if rule is not None:
-            engine.values[node] = rule(RuleContext(engine, node))
+            value = rule(RuleContext(engine, node))
+            if isinstance(value, Layout) and value.rank is None:  # a front-end that records shapes tells the rank
+                shape = getattr(node.meta.get("val"), "shape", None)
+                value = value if shape is None else replace(value, rank=len(shape))
+            engine.values[node] = value
         elif node.op not in ("placeholder", "get_attr"):
             engine.unknown(node, node.meta.get("fprune_reason"))
             engine.values[node] = None

@@ -30,6 +30,7 @@ _VOCABULARY: dict[str, str] = {
     "linear": "a Linear layer: reads channels on dim -1, produces out_features channels",
     **_spatial("conv", "a convolution (grouped and depthwise included)"),
     **_spatial("conv_transpose", "a transposed convolution (groups=1)"),
+    "functional_linear": "F.linear on tensors read directly (tied or subclassed): its channels stay whole",
     "embedding": "an Embedding: its weight columns are new channels",
     "recurrent": "an LSTM, GRU or RNN: its hidden units are new channels",
     "multihead_attention": "nn.MultiheadAttention: heads and out_proj channels",

@@ -91,6 +91,8 @@ ATEN_OPS: Mapping[Any, Any] = MappingProxyType({
     aten.new_empty.default: "method:new_empty", aten.scalar_tensor.default: torch.scalar_tensor,
     aten.cumsum.default: torch.cumsum, aten.diff.default: torch.diff,
     aten.gather.default: torch.gather,
+    # a linear whose weight no module owns alone (tied): read as the functional form, never sliced
+    aten.linear.default: F.linear,
     # shapes
     aten.view.default: "method:view", aten.reshape.default: "method:reshape",
     aten._unsafe_view.default: "method:view", aten.permute.default: "method:permute",

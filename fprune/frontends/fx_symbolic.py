@@ -84,7 +84,7 @@ def _build_index() -> Index:
         modules.update({getattr(nn, f"BatchNorm{k}d"): f"batch_norm{k}d", getattr(nn, f"InstanceNorm{k}d"): f"batch_norm{k}d"})
     functions: dict[Any, str] = {f: "activation" for f in _ACTIVATION_FUNCTIONS}
     functions.update({f: "binary" for f in _BINARY})
-    functions.update({F.prelu: "functional_prelu", F.batch_norm: "functional_batch_norm",
+    functions.update({F.linear: "functional_linear", F.prelu: "functional_prelu", F.batch_norm: "functional_batch_norm",
                       torch.chunk: "chunk", torch.split: "split", torch.permute: "permute",
                       torch.transpose: "transpose", torch.unbind: "unbind", operator.matmul: "matmul",
                       torch.matmul: "matmul", torch.bmm: "matmul", F.softmax: "softmax", torch.softmax: "softmax",

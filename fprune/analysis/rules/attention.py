@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import Literal
 
 from fprune.analysis.context import RuleContext
-from fprune.analysis.rules.common import resolve_width
+from fprune.analysis.rules.common import own_operand, resolve_width
 from fprune.analysis.values import AttnOut, Layout, Seg, Value, layout_key
 
 __all__ = ["RULES"]
@@ -107,13 +107,17 @@ def _softmax(ctx: RuleContext) -> Value:
 def _attention(ctx: RuleContext) -> Value:
     """scaled_dot_product_attention(q, k, v): heads on a batch dim couple q, k and v."""
     values = [ctx.value(a) if ctx.is_node(a) else None for a in ctx.args[:3]]
-    extra = [a for a in list(ctx.args[3:]) + list(ctx.kwargs.values())
-             if ctx.is_node(a) and not ctx.defaults_to_constant(a)]
-    if extra or not all(isinstance(v, Layout) for v in values):
-        ctx.unknown("attention with a mask tensor or untracked q/k/v")
+    if not all(isinstance(v, Layout) for v in values):
+        ctx.unknown("attention with untracked q, k or v")
         return None
     q, k, v = values
     assert isinstance(q, Layout) and isinstance(k, Layout) and isinstance(v, Layout)
+    extra = [a for a in list(ctx.args[3:]) + list(ctx.kwargs.values())
+             if ctx.is_node(a) and not ctx.defaults_to_constant(a)]
+    if any(ctx.value(a) is not None or own_operand(ctx, a, q) != "broadcast" for a in extra):
+        ctx.unknown("attention with a mask tensor that may differ per head (only a mask broadcast over the "
+                    "heads, size 1 on their dim, is understood)")
+        return None
     if not (q.dim == k.dim == v.dim <= -3) or not ([s.size for s in q.segs] == [s.size for s in k.segs]
                                                    == [s.size for s in v.segs]):
         ctx.unknown("attention whose q, k, v heads are not on the same batch dim")

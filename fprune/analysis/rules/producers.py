@@ -146,6 +146,14 @@ def _depthwise(ctx: RuleContext, dim: int) -> Value:
     return replace(ctx.with_path(resolved), spatial=None)
 
 
-RULES = {"linear": _linear_or_conv(0), "embedding": _embedding}
+def _functional_linear(ctx: RuleContext) -> Value:
+    """F.linear on tensors read directly (a Linear subclass traced through, a tied weight): not sliced."""
+    if any(True for _ in ctx.tracked_inputs()):
+        ctx.unknown("F.linear on a weight that is not one nn.Linear's own (a Linear subclass traced through, "
+                    "or a weight tied to another module) cannot be sliced")
+    return None
+
+
+RULES = {"linear": _linear_or_conv(0), "embedding": _embedding, "functional_linear": _functional_linear}
 RULES.update({f"conv{k}d": _linear_or_conv(k) for k in (1, 2, 3)})
 RULES.update({f"conv_transpose{k}d": _conv_transpose(k) for k in (1, 2, 3)})

@@ -12,11 +12,15 @@ from fprune.analysis.values import Layout, Seg, Value
 __all__ = ["RULES", "index_tensor"]
 
 def index_tensor(ctx: RuleContext, layout: Layout, index: Any) -> Value:
-    """x[i], x[:, i]: ints and full slices over dims other than the channel dim."""
+    """x[i], x[:, i], x[..., a:b]: ints and constant slices over dims other than the channel dim."""
     items = index if isinstance(index, tuple) else (index,)
     full = slice(None, None, None)
     rank = layout.rank
-    if rank is None or not all(type(i) is int or i == full for i in items) or len(items) > rank:
+
+    def constant(i: Any) -> bool:
+        return type(i) is int or (isinstance(i, slice) and not any(ctx.is_node(b) for b in (i.start, i.stop, i.step)))
+
+    if rank is None or not all(constant(i) for i in items) or len(items) > rank:
         ctx.unknown("indexes into a tensor whose channel position is not known")
         return None
     p = rank + layout.dim
@@ -26,7 +30,8 @@ def index_tensor(ctx: RuleContext, layout: Layout, index: Any) -> Value:
     removed = [d for d, i in enumerate(items) if type(i) is int]
     new_rank = rank - len(removed)
     new_p = p - sum(1 for d in removed if d < p)
-    return replace(layout, dim=new_p - new_rank, rank=new_rank)
+    sliced_after = any(i != full for i in items[p + 1:])  # fewer positions after the channels
+    return replace(layout, dim=new_p - new_rank, rank=new_rank, spatial=None if sliced_after else layout.spatial)
 
 
 def _flatten(ctx: RuleContext) -> Value:

@@ -1,0 +1,66 @@
+"""Hugging Face models through torch.export: the ops they produce are read, pruning stays exact.
+
+Tiny random configs, built offline.  Skipped when transformers is not installed (CI installs the
+``hf`` extra, so it runs there).  What is asserted is the front-end's coverage, the subject of the
+export work: no group is kept whole because of an op the analysis has no rule for, and what is
+pruned (the MLP widths today; heads and hidden widths are later work) is exact in float64.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from model_strategies import zero_slices
+
+from fprune import analyze, apply_patterns, export, score_l1, topk_mask
+
+transformers = pytest.importorskip("transformers")
+
+NO_RULE = "fprune has no exact rule for this op"
+SIZES = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
+         "vocab_size": 64, "max_position_embeddings": 32}
+
+
+def _llama() -> torch.nn.Module:
+    cfg = transformers.LlamaConfig(**SIZES, num_key_value_heads=2)
+    return transformers.LlamaForCausalLM(cfg)
+
+
+def _bert() -> torch.nn.Module:
+    cfg = transformers.BertConfig(**SIZES)
+    return transformers.BertModel(cfg)
+
+
+def _main_output(out: object) -> torch.Tensor:
+    """The logits of a causal LM, the last hidden state of an encoder (a ModelOutput or its tuple)."""
+    for name in ("logits", "last_hidden_state"):
+        value = getattr(out, name, None)
+        if isinstance(value, torch.Tensor):
+            return value
+    assert isinstance(out, tuple) and isinstance(out[0], torch.Tensor), type(out)
+    return out[0]
+
+
+@pytest.mark.parametrize("build", [_llama, _bert], ids=["llama", "bert"])
+def test_every_op_is_read_and_mlp_pruning_is_exact(build) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    model = build().double().eval()
+    ids = torch.randint(0, 64, (1, 8))
+    kwargs = {"input_ids": ids} | ({"use_cache": False} if "Llama" in type(model).__name__ else {})
+    program = export(model, kwargs=kwargs)
+    analysis = analyze(program)
+    no_rule = [b.message for g in analysis.groups for b in g.blocks if NO_RULE in b.message]
+    assert no_rule == []
+    assert sum(g.prunable() for g in analysis.groups) >= 1  # the MLP width of the layer
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = topk_mask(0.25)(score_l1(program))
+        small = apply_patterns(plan)
+    state = {k: v.clone() for k, v in program.state_dict.items()}
+    expected = zero_slices(model, plan.params())(**kwargs)
+    got = small.module()(**kwargs)
+    torch.testing.assert_close(_main_output(got), _main_output(expected), rtol=1e-9, atol=1e-9)
+    assert all(torch.equal(v, program.state_dict[k]) for k, v in state.items())  # input unchanged
+    assert sum(v.numel() for v in small.state_dict.values()) < sum(v.numel() for v in state.values())
