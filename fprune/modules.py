@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["PrunedMultiheadAttention"]
+__all__ = ["PrunedMultiheadAttention", "TransposedLinear"]
 
 
 def _additive(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
@@ -111,3 +111,37 @@ class PrunedMultiheadAttention(nn.MultiheadAttention):
             return out, None
         seen = dropped.mean(dim=1) if average_attn_weights else dropped  # as torch: after dropout
         return out, seen if batched else seen.squeeze(0)
+
+
+class TransposedLinear(nn.Module):
+    """A linear layer whose weight is stored ``(in_features, out_features)``: ``addmm(bias, x, weight)``.
+
+    What Hugging Face's ``Conv1D`` (GPT-2's projections) computes; the torch.export front-end reads
+    an ``aten.addmm`` on a program's own tensors as this module, so that its channels are sliced
+    like a Linear's (weight dim 0 by the input channels, dim 1 and the bias by the output channels).
+
+    Example:
+        >>> import torch
+        >>> layer = TransposedLinear(3, 2)
+        >>> x = torch.randn(4, 3)
+        >>> torch.allclose(layer(x), x @ layer.weight + layer.bias)
+        True
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(in_features, out_features, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
+        if str(device) != "meta":
+            nn.init.normal_(self.weight, std=0.02)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x @ weight + bias`` over the last dim of `x`."""
+        out = x.reshape(-1, x.shape[-1]) @ self.weight
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], self.out_features)

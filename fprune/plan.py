@@ -322,10 +322,11 @@ def _producer_scores(scorer: Scorer, name: str, module: Any, stages: tuple[tuple
     if stages:
         source = spec_for(module).mask_source  # the tensor whose rows are the output channels
         weight = getattr(module, source[0] if source is not None else "weight")
+        dim = source[1] if source is not None and source[0] == "weight" else 0  # the output channels' dim
         with torch.no_grad():
-            rows = _untile(weight.detach().flatten(1), stages)
+            rows = _untile(weight.detach().transpose(0, dim).flatten(1), stages)
             if scorer.needs_grad and weight.grad is not None:
-                rows.grad = _untile(weight.grad.flatten(1), stages)
+                rows.grad = _untile(weight.grad.transpose(0, dim).flatten(1), stages)
         return score_tensor(scorer, rows, name=f"{name}.weight")
     source = spec_for(module).mask_source
     if source is not None and source[0] == "weight" and source[1] != 0 and not isinstance(module, nn.RNNBase):

@@ -157,6 +157,11 @@ def _conv_transpose_attrs(m: Any) -> dict[str, Any]:
     return {"in_channels": inp, "out_channels": out}
 
 
+def _transposed_linear_attrs(m: Any) -> dict[str, Any]:
+    inp, out = m.weight.shape[:2]
+    return {"in_features": inp, "out_features": out}
+
+
 def _embedding_index(m: Any, in_keep: Tensor | None, out_keep: Tensor | None) -> IndexMap:
     return _entries(m, {"weight": {1: out_keep}})
 
@@ -192,11 +197,22 @@ SPECS: Mapping[type, SliceSpec] = MappingProxyType({
 })
 
 
+def _transposed_linear_spec() -> SliceSpec:
+    return SliceSpec(_conv_transpose_index, _transposed_linear_attrs, ("weight", 1))
+
+
+_TRANSPOSED_LINEAR = _transposed_linear_spec()
+
+
 def spec_for(module: Any) -> SliceSpec:
     """The slicing rule for a module (parametrized modules use their original type)."""
     from torch.nn.utils import parametrize
 
+    from fprune.modules import TransposedLinear
+
     kind = parametrize.type_before_parametrizations(module)
+    if kind is TransposedLinear:
+        return _TRANSPOSED_LINEAR
     groups = getattr(module, "groups", 1)
     if groups > 1 and kind in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
         return _DEPTHWISE if module.in_channels == groups == module.out_channels else _GROUPED

@@ -43,12 +43,18 @@ def _main_output(out: object) -> torch.Tensor:
     return out[0]
 
 
-@pytest.mark.parametrize("build", [_llama, _bert], ids=["llama", "bert"])
+def _gpt2() -> torch.nn.Module:  # Conv1D projections: aten.addmm on (in, out) weights
+    cfg = transformers.GPT2Config(n_embd=32, n_layer=1, n_head=4, n_positions=32, vocab_size=64)
+    return transformers.GPT2LMHeadModel(cfg)
+
+
+@pytest.mark.parametrize("build", [_llama, _bert, _gpt2], ids=["llama", "bert", "gpt2"])
 def test_every_op_is_read_and_mlp_pruning_is_exact(build) -> None:  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     model = build().double().eval()
     ids = torch.randint(0, 64, (1, 8))
-    kwargs = {"input_ids": ids} | ({"use_cache": False} if "Llama" in type(model).__name__ else {})
+    kwargs = {"input_ids": ids} | ({"use_cache": False} if "LMHead" in type(model).__name__
+                                   or "CausalLM" in type(model).__name__ else {})
     program = export(model, kwargs=kwargs)
     analysis = analyze(program)
     no_rule = [b.message for g in analysis.groups for b in g.blocks if NO_RULE in b.message]

@@ -44,6 +44,7 @@ from torch.export.graph_signature import InputKind, OutputKind
 from torch.fx import Graph, GraphModule, Node
 
 from fprune.errors import InvalidTypeError, TraceError
+from fprune.modules import TransposedLinear
 
 __all__ = ["Lifted", "lift", "export", "ATEN_OPS", "PARAMETER_OPS"]
 
@@ -431,6 +432,19 @@ def _linear(lifter: _Lifter, node: Node) -> Node | None:
     return lifter.shell(node, "linear", "weight", build, {"weight": w, "bias": b}, (x,))
 
 
+def _addmm(lifter: _Lifter, node: Node) -> Node | None:
+    """addmm(bias, x, weight) with the program's own (in, out) weight: Hugging Face's Conv1D."""
+    b, x, w, beta, alpha = _args(node, ("self", "mat1", "mat2", "beta", "alpha"), (None, None, None, 1, 1))
+    if beta != 1 or alpha != 1 or _rank(b) != 1:
+        return None
+    inp, out = _val(w).shape
+
+    def build() -> nn.Module:
+        return TransposedLinear(inp, out, bias=True, device="meta")
+
+    return lifter.shell(node, "addmm", "weight", build, {"weight": w, "bias": b}, (x,))
+
+
 def _conv(spatial: int, transposed: bool) -> Callable[[_Lifter, Node], Node | None]:
     cls = {(1, False): nn.Conv1d, (2, False): nn.Conv2d, (3, False): nn.Conv3d,
            (1, True): nn.ConvTranspose1d, (2, True): nn.ConvTranspose2d, (3, True): nn.ConvTranspose3d}[(spatial, transposed)]
@@ -534,7 +548,7 @@ def _prelu(lifter: _Lifter, node: Node) -> Node | None:
 
 #: aten ops that own parameters, read as a call of the standard module holding them.
 PARAMETER_OPS: Mapping[Any, Callable[[_Lifter, Node], Node | None]] = MappingProxyType({
-    aten.linear.default: _linear,
+    aten.linear.default: _linear, aten.addmm.default: _addmm,
     aten.conv1d.default: _conv(1, False), aten.conv2d.default: _conv(2, False), aten.conv3d.default: _conv(3, False),
     aten.conv_transpose1d.default: _conv(1, True), aten.conv_transpose2d.input: _conv(2, True),
     aten.conv_transpose3d.input: _conv(3, True),

@@ -29,7 +29,7 @@ from torch import nn
 from torch.fx import Node
 from torch.nn.utils import parametrize
 
-from fprune.modules import PrunedMultiheadAttention
+from fprune.modules import PrunedMultiheadAttention, TransposedLinear
 
 __all__ = ["Index", "INDEX", "canonical_op"]
 
@@ -72,7 +72,7 @@ class Index:
 
 
 def _build_index() -> Index:
-    modules: dict[type, str] = {nn.Linear: "linear", nn.Conv1d: "conv1d", nn.Conv2d: "conv2d", nn.Conv3d: "conv3d",
+    modules: dict[type, str] = {nn.Linear: "linear", TransposedLinear: "linear", nn.Conv1d: "conv1d", nn.Conv2d: "conv2d", nn.Conv3d: "conv3d",
                                 nn.ConvTranspose1d: "conv_transpose1d", nn.ConvTranspose2d: "conv_transpose2d",
                                 nn.ConvTranspose3d: "conv_transpose3d", nn.Embedding: "embedding",
                                 nn.LSTM: "recurrent", nn.GRU: "recurrent", nn.RNN: "recurrent",

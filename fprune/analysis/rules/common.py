@@ -24,8 +24,8 @@ def sole_layout(ctx: RuleContext) -> Layout | None:
 
 def in_width(module: Any) -> int:
     """The number of input features or channels a producer module reads."""
-    if isinstance(module, nn.Linear):
-        return module.in_features
+    if isinstance(module, nn.Linear) or hasattr(module, "in_features"):  # TransposedLinear too
+        return int(module.in_features)
     if isinstance(module, nn.RNNBase):
         return module.input_size
     return int(getattr(module, "in_channels"))

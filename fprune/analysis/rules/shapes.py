@@ -117,7 +117,9 @@ def _reshape(ctx: RuleContext) -> Value:
     if layout.dim == -1 and single and trailing >= 1 and product == layout.width:
         while trailing > 1 and shape[-trailing] == 1:
             trailing -= 1  # leading size-1 dims of the split are outer dims of size 1
-        if trailing == 1:
+        if trailing == 1:  # (N, C) -> (B, T, C): the channel size follows pruning
+            if not _channel_size_arg(ctx, layout, shape, paths, len(shape) - 1, merged=False):
+                return None
             return Layout(-1, layout.segs, rank=len(shape), spatial=1)
         unit, inner = shape[-2], shape[-1]
         outer = layout.width // (unit * inner) if layout.width else 1
