@@ -12,7 +12,7 @@ Scores, masks and rewrites are pure functions that compose with toolz::
     (8, 16)
 """
 
-from fprune import errors
+from fprune import errors, groups  # groups: the analysis's former home, still importable as fprune.groups
 from fprune.frontends import export
 from fprune.analysis import ChannelGroup, Options, analyze
 from fprune.masks import global_topk_mask, threshold_mask, topk_mask
