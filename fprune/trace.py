@@ -46,6 +46,7 @@ def trace(model: nn.Module) -> GraphModule:
             f"expected an nn.Module or a torch.fx.GraphModule, got {type(model).__name__}; "
             "pass the model itself"
         )
+    saved = _snapshot(model)
     try:
         tracer = _Tracer()
         graph = tracer.trace(model)
@@ -57,6 +58,49 @@ def trace(model: nn.Module) -> GraphModule:
             "untraceable submodules as leaves, or torch.fx.symbolic_trace(model, concrete_args=...)) "
             "and pass the GraphModule instead"
         ) from exc
+    finally:
+        _restore(saved)
+
+
+_OWN = ("_parameters", "_buffers", "_modules")
+
+
+def _snapshot(model: nn.Module) -> list[tuple[dict[str, Any], dict[str, Any], dict[int, Any]]]:
+    """Each module's plain attributes, and a shallow copy of every dict or list among them.
+
+    Tracing runs the model's forward on proxies; a forward that caches a value on its module
+    (timm's LeViT and EfficientFormerV2 keep attention biases in a dict in eval mode) would leave a
+    proxy of this trace in the user's model, which breaks every later trace.
+    """
+    saved = []
+    for module in model.modules():
+        attrs = {k: v for k, v in module.__dict__.items() if k not in _OWN}
+        copies = {id(v): (list(v) if isinstance(v, list) else dict(v)) for v in attrs.values()
+                  if isinstance(v, (dict, list)) and type(v) in (dict, list)}
+        saved.append((module.__dict__, attrs, copies))
+    return saved
+
+
+def _restore(saved: list[tuple[dict[str, Any], dict[str, Any], dict[int, Any]]]) -> None:
+    """Puts back what tracing changed in the modules' plain attributes (the model is left as it was)."""
+    for namespace, attrs, copies in saved:
+        for key in [k for k in namespace if k not in _OWN and k not in attrs]:
+            del namespace[key]  # set during the trace
+        for key, value in attrs.items():
+            namespace[key] = value
+            old = copies.get(id(value))
+            if old is not None and _changed(value, old):  # a cache filled during the trace
+                value.clear()
+                value.extend(old) if isinstance(value, list) else value.update(old)
+
+
+def _changed(value: Any, old: Any) -> bool:
+    """Whether a container's entries differ, by identity (``==`` on a proxy or tensor is not a bool)."""
+    if len(value) != len(old):
+        return True
+    if isinstance(value, list):
+        return any(a is not b for a, b in zip(value, old))
+    return any(k not in old or value[k] is not old[k] for k in value)
 
 
 class _Tracer(torch.fx.Tracer):

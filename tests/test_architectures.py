@@ -351,3 +351,15 @@ def test_random_block_networks_with_grouped_conv_group_norm_mha_exact(case: Bloc
             group = case.analysis.group(f"{name}.attn")
             assert group.prunable() and group.size == module.attn.num_heads, group.why_not()
     _check_block_case(case)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_pruning_twice_gives_the_same_plan_and_outputs(name: str) -> None:
+    """Tracing leaves no state behind in the model: a second prune is the first one again."""
+    model = _build(name, 0).double()
+    x = _input(name)
+    x = x.double() if x.is_floating_point() else x
+    first_plan, first = _prune(model)
+    second_plan, second = _prune(model)
+    assert first_plan.to_json() == second_plan.to_json()
+    torch.testing.assert_close(second(x), first(x), rtol=0, atol=0)

@@ -195,3 +195,32 @@ def test_rewrite_order_does_not_depend_on_string_hashing() -> None:
         for seed in (1, 2, 3)
     }
     assert len(runs) == 1, runs
+
+
+class CachesInEval(nn.Module):
+    """Keeps a derived tensor in a dict in eval mode, as timm's LeViT and EfficientFormerV2 do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
+        self.scale = nn.Parameter(torch.ones(8))
+        self.cache: dict[str, Tensor] = {}
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            scale = self.scale * 2
+        else:
+            if "s" not in self.cache:
+                self.cache["s"] = self.scale * 2
+            scale = self.cache["s"]
+        return self.b(self.a(x) * scale)
+
+
+def test_tracing_leaves_no_proxy_in_the_model() -> None:
+    """A trace used to store a proxy in the model's cache; the next trace then failed with a KeyError."""
+    model = CachesInEval().eval()
+    for _ in range(2):
+        pipe(model, score_l1, topk_mask(0.5))
+    assert model.cache == {}
+    trace(model)
+    assert model.cache == {}
