@@ -30,7 +30,9 @@ def trace(model: nn.Module) -> GraphModule:
     so a pruned model can be traced and pruned again.
 
     The traced GraphModule holds the model's own submodules (no copy); fprune
-    never mutates it.
+    never mutates it.  What the model's forward sets on its modules while traced
+    (a cache of derived tensors, as timm's LeViT keeps in eval mode) is put back
+    afterwards, so the model is left exactly as it was and can be traced again.
 
     Args:
         model: an ``nn.Module``, or a GraphModule traced in any way.

@@ -237,8 +237,11 @@ def _block_shared_parameters(state: Engine) -> None:
             owners[id(p)] = owners.get(id(p), 0) + 1
     read_by: dict[str, Node] = {}
     for node in state.gm.graph.nodes:
-        if node.op == "get_attr":
-            read_by.setdefault(str(node.target).rpartition(".")[0], node)
+        if node.op == "get_attr":  # one of a module's own tensors, read directly
+            owner, _, attr = str(node.target).rpartition(".")
+            holder = state.modules.get(owner)
+            if holder is not None and (attr in holder._parameters or attr in holder._buffers):
+                read_by.setdefault(owner, node)
     for name, role in state.roles.items():
         params = list(state.modules[name].parameters(recurse=False))
         culprit = read_by.get(name)

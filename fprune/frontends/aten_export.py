@@ -394,7 +394,11 @@ class _Lifter:
             prefix = owner_name.rpartition(".")[0]
             stack = node.meta.get("nn_module_stack") or {}
             caller = list(stack.values())[-1][0] if stack else ""
-            path = next((p for p in (prefix, caller) if p and p not in self.taken), None)
+            # the owning module's path; a tensor used outside its owner (a tied embedding, whose one
+            # state name is the lm_head's) is named after the module that runs the op
+            running = {str(v[0]) for v in stack.values()}
+            order = (prefix, caller) if prefix in running or not caller else (caller, prefix)
+            path = next((p for p in order if p and p not in self.taken), None)
             if path is None:
                 return None
             module = build()
