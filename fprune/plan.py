@@ -45,7 +45,6 @@ from fprune.analysis import DEFAULT_OPTIONS, Analysis, ChannelGroup, Options, an
 from fprune.analysis.resolve import applied_masks, group_masks, index_maps
 from fprune.scores import _check_scorer, score_tensor, unit_rows
 from fprune.slicing import GATES, spec_for
-from fprune.trace import trace
 from fprune.types import Mask, MaskFn, Scorer, Scores, register_stage
 
 if TYPE_CHECKING:

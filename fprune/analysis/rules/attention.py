@@ -44,7 +44,7 @@ def _multihead_attention(ctx: RuleContext) -> Value:
         same = len(layouts) == 3 and all(layout_key(v) == layout_key(first) for v in layouts)
         if first is None or not same or first.dim != -1:
             ctx.unknown("nn.MultiheadAttention reads pruned channels other than as one self-attention "
-                          "input on the last dim (cross-attention inputs are not pruned)")
+                        "input on the last dim (cross-attention inputs are not pruned)")
         else:
             in_layout = resolve_width(ctx, first, int(module.embed_dim))
     heads, head_dim = int(module.num_heads), int(module.head_dim)

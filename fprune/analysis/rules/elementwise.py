@@ -21,7 +21,7 @@ def _elementwise(ctx: RuleContext) -> Value:
     if others:
         # A tensor operand we cannot see (a buffer, a model input) might be per-channel.
         ctx.unknown("combines pruned channels with an untracked tensor operand; "
-                      "leave the producing module out of the masks")
+                    "leave the producing module out of the masks")
         return None
     return ctx.with_path(layout)
 
@@ -41,7 +41,7 @@ def binary(ctx: RuleContext) -> Value:
             operands = list[Value](tracked)
     if any(v is None for v in operands) or len(tracked) != len(operands) or not tracked:
         ctx.unknown("combines pruned channels with an untracked tensor operand; "
-                      "leave the producing module out of the masks")
+                    "leave the producing module out of the masks")
         return None
     first = tracked[0]
     for other in tracked[1:]:
@@ -87,7 +87,7 @@ def _functional_prelu(ctx: RuleContext) -> Value:
     if isinstance(layout, Layout) and isinstance(slope, torch.Tensor) and slope.numel() == 1:
         return ctx.with_path(layout)
     ctx.unknown("F.prelu with a weight that is not a single slope read from the model cannot be "
-                  "sliced; use nn.PReLU(num_parameters) or leave the producing module out of the masks")
+                "sliced; use nn.PReLU(num_parameters) or leave the producing module out of the masks")
     return None
 
 

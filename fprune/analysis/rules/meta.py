@@ -36,7 +36,7 @@ def _output(ctx: RuleContext) -> Value:
     """The graph output: a tracked tensor reaching it changes the model's output shape."""
     for value in ctx.tracked_inputs():
         ctx.block(value, "output", "these channels reach the model output, so removing them changes "
-                    "its shape; pass prune_outputs=True to prune them anyway")
+                  "its shape; pass prune_outputs=True to prune them anyway")
     return None
 
 

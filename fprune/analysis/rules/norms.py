@@ -47,7 +47,7 @@ def _layer_norm(ctx: RuleContext) -> Value:
         ctx.block(layout, "fold", "a LayerNorm over other dims turns a constant channel into its bias")
         return ctx.with_path(layout)
     ctx.block(layout, "inexact", "normalises over the pruned channels, so removing them changes "
-                "the statistics of the kept ones; pass approximate=True to prune anyway")
+              "the statistics of the kept ones; pass approximate=True to prune anyway")
     if normed != 1 or layout.dim != -1:
         ctx.unknown("normalises over several dims including the pruned channels")
         return None
@@ -76,7 +76,7 @@ def _group_norm(ctx: RuleContext) -> Value:
         unit = ctx.refine(resolved.segs[0].space, g, int(module.num_channels) // g, 1)
     if unit is None:
         ctx.unknown("GroupNorm over channels that do not split into its groups (a concatenation, "
-                      "a flatten, or a split made elsewhere)")
+                    "a flatten, or a split made elsewhere)")
         return None
     if not ctx.add_role(resolved, None):
         return None

@@ -74,7 +74,7 @@ def _grouped(ctx: RuleContext, base: Rule) -> Value:
     layout = role.in_layout
     if layout is None:  # removing a conv group removes its input block, which nothing here can prune
         ctx.block(out, "unknown", f"grouped convolution (groups={g}) whose input channels are not "
-                    "produced by a prunable module: its conv groups cannot be removed")
+                  "produced by a prunable module: its conv groups cannot be removed")
         return out
     in_unit = None  # refined first, so that the group is named after the producer upstream
     if len(layout.segs) == 1 and layout.factor == 1:
@@ -121,7 +121,7 @@ def _embedding(ctx: RuleContext) -> Value:
     ctx.add_role(None, space)
     if module.max_norm is not None:
         ctx.block_spaces([space], "inexact", "max_norm renormalises each embedding over its channels, "
-                           "so removing channels changes the kept ones; pass approximate=True to prune anyway")
+                         "so removing channels changes the kept ones; pass approximate=True to prune anyway")
     return Layout(-1, (Seg(space, int(module.embedding_dim)),), rank=None, spatial=1)
 
 

@@ -142,7 +142,7 @@ def _reshape(ctx: RuleContext) -> Value:
         ctx.block_spaces([space], "fold", "attention heads: their biases are not folded")
         return Layout(-2, (Seg(space, width // inner),), rank=len(shape), spatial=inner)
     ctx.unknown("reshapes the pruned channels in a way fprune does not understand; "
-                  "supported: (batch, -1), (..., heads, head_dim) splits and their merges")
+                "supported: (batch, -1), (..., heads, head_dim) splits and their merges")
     return None
 
 

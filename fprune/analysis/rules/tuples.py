@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from fprune.analysis.context import Rule, RuleContext
 from fprune.analysis.rules.common import may_be_channel, own_operand
@@ -23,7 +22,7 @@ def _getitem(ctx: RuleContext) -> Value:
             hidden = Layout(-1, value.layout.segs[:1], rank=None, spatial=1)
             return LSTMOut(hidden, value.module, state=True) if value.paired else hidden
         ctx.block(value, "unknown", f"indexes the result of recurrent layer '{value.module}' with "
-                    f"{index!r}; expected 0 (output) or 1 (the state)")
+                  f"{index!r}; expected 0 (output) or 1 (the state)")
         return None
     if isinstance(value, AttnOut):
         if index in (0, -2):
@@ -34,7 +33,7 @@ def _getitem(ctx: RuleContext) -> Value:
             kind: BlockKind = "inexact" if value.weights == "mean" else "unknown"
             ctx.block_spaces([value.heads.space], kind, "reads the attention weights"
                                + (", averaged over the heads, so removing heads changes them; pass "
-                                  "approximate=True to prune anyway, or need_weights=False"
+                             "approximate=True to prune anyway, or need_weights=False"
                                   if kind == "inexact" else " per head; leave the attention out of the masks"))
             return None
         ctx.unknown()
@@ -69,7 +68,7 @@ def _cat(ctx: RuleContext) -> Value:
                 else replace(value.layout, spatial=None)
         if value is not None:
             ctx.unknown("concatenates a run-time tuple of pruned tensors along their channels, "
-                          "or along a dim not known")
+                        "or along a dim not known")
         return None
     values = [ctx.value(t) for t in tensors if ctx.is_node(t)] if isinstance(tensors, (list, tuple)) else []
     layouts = [v for v in values if isinstance(v, Layout)]
@@ -163,7 +162,7 @@ def _pieces(ctx: RuleContext, split: bool) -> Value:
     unit = None if pieces is None or width is None else ctx.refine(layout.segs[0].space, width // pieces, 1, pieces)
     if unit is None or width is None or pieces is None:
         ctx.unknown("splits the pruned channels into pieces fprune cannot keep equal "
-                      "(supported: chunk(k) or split(size) into equal pieces of one producer's channels)")
+                    "(supported: chunk(k) or split(size) into equal pieces of one producer's channels)")
         return None
     if split:  # the piece size is a constant in the graph: it follows the kept count
         paths = [(1, i) for i in range(len(sizes))] if sizes else [(1,)]
