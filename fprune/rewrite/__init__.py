@@ -50,10 +50,14 @@ __all__ = [
 def apply_patterns(plan_or_model: ExportedProgram, masks: Mapping[str, Tensor] | None = ..., *,
                    fold_bias: bool | None = ..., prune_outputs: bool | None = ...,
                    approximate: bool | None = ...) -> ExportedProgram: ...
+
+
 @overload
 def apply_patterns(plan_or_model: Plan | nn.Module, masks: Mapping[str, Tensor] | None = ..., *,
                    fold_bias: bool | None = ..., prune_outputs: bool | None = ...,
                    approximate: bool | None = ...) -> GraphModule: ...
+
+
 def apply_patterns(
     plan_or_model: Plan | nn.Module | ExportedProgram,
     masks: Mapping[str, Tensor] | None = None,

@@ -11,6 +11,7 @@ from fprune.analysis.values import AttnOut, Layout, Seg, Value, layout_key
 
 __all__ = ["RULES"]
 
+
 def _multihead_attention(ctx: RuleContext) -> Value:
     """nn.MultiheadAttention: in_proj columns read the input channels; heads and out_proj rows are new.
 

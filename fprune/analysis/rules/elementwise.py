@@ -13,6 +13,7 @@ from fprune.analysis.values import Layout, Value
 
 __all__ = ["RULES"]
 
+
 def _elementwise(ctx: RuleContext) -> Value:
     """f(x) applied to every element: channels pass through unchanged."""
     layout, others = ctx.first_tracked()

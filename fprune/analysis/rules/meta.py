@@ -8,6 +8,7 @@ from fprune.analysis.values import ChannelSize, Layout, ShapeOf, Value
 
 __all__ = ["RULES"]
 
+
 def _getattr(ctx: RuleContext) -> Value:
     """getattr(x, "shape" | "ndim" | "dtype" | "device"): metadata, not channel values."""
     source = ctx.args[0]

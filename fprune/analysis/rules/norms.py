@@ -12,6 +12,7 @@ from fprune.analysis.values import Layout, Value
 
 __all__ = ["RULES"]
 
+
 def _channelwise(spatial_dims: int | None) -> Rule:
     """BatchNorm / InstanceNorm: one parameter per channel on dim 1."""
 

@@ -14,6 +14,7 @@ from fprune.analysis.values import Layout, Seg, Value
 
 __all__ = ["RULES"]
 
+
 def _producer(in_dim: int, out_dim: int, spatial_dims: int, out_size: Callable[[nn.Module], int]) -> Rule:
     """Linear / Conv: reads channels on `in_dim`, emits a new space on `out_dim`."""
 

@@ -10,6 +10,7 @@ from fprune.analysis.values import Layout, LSTMOut, Seg, Value
 
 __all__ = ["RULES"]
 
+
 def _lstm(ctx: RuleContext) -> Value:
     """LSTM, GRU, RNN: the hidden units are the channels, each unit's rows in every gate go together."""
     module = ctx.module

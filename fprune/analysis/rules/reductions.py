@@ -11,6 +11,7 @@ from fprune.analysis.values import Value
 
 __all__ = ["RULES"]
 
+
 def _pool(spatial_dims: int, adaptive: bool, kind: Literal["max", "avg"]) -> Rule:
     """Pools act on the last `spatial_dims` dims: channels pass through."""
 

@@ -11,6 +11,7 @@ from fprune.analysis.values import Layout, Seg, Value
 
 __all__ = ["RULES", "index_tensor"]
 
+
 def index_tensor(ctx: RuleContext, layout: Layout, index: Any) -> Value:
     """x[i], x[:, i], x[..., a:b]: ints and constant slices over dims other than the channel dim."""
     items = index if isinstance(index, tuple) else (index,)

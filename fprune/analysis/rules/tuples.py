@@ -12,6 +12,7 @@ from fprune.analysis.values import AttnOut, BlockKind, ChannelSize, Layout, LSTM
 
 __all__ = ["RULES"]
 
+
 def _getitem(ctx: RuleContext) -> Value:
     source, index = ctx.args[0], ctx.args[1]
     value = ctx.value(source) if ctx.is_node(source) else None
@@ -32,9 +33,9 @@ def _getitem(ctx: RuleContext) -> Value:
         if index in (1, -1):
             kind: BlockKind = "inexact" if value.weights == "mean" else "unknown"
             ctx.block_spaces([value.heads.space], kind, "reads the attention weights"
-                               + (", averaged over the heads, so removing heads changes them; pass "
-                             "approximate=True to prune anyway, or need_weights=False"
-                                  if kind == "inexact" else " per head; leave the attention out of the masks"))
+                             + (", averaged over the heads, so removing heads changes them; pass "
+                                "approximate=True to prune anyway, or need_weights=False"
+                                if kind == "inexact" else " per head; leave the attention out of the masks"))
             return None
         ctx.unknown()
         return None
