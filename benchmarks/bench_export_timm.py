@@ -37,7 +37,6 @@ import argparse  # noqa: E402
 import copy  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import statistics  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 import warnings  # noqa: E402
@@ -53,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import fprune  # noqa: E402
 from fprune import analyze, apply_patterns, export, score_l1, topk_mask  # noqa: E402
+from bench_export import _median  # noqa: E402
 
 PART_A = ["crossvit_tiny_240", "twins_svt_small", "mobilevit_xxs", "mobilevitv2_050", "tiny_vit_5m_224",
           "vit_small_patch16_224"]
@@ -81,15 +81,6 @@ def _zero_slices(model: torch.nn.Module, params: dict[str, list[dict[str, Any]]]
                 removed[entry["keep"]] = False
                 tensor.index_fill_(entry["dim"], removed.nonzero().squeeze(1), 0.0)
     return copy_
-
-
-def _median(fn: Callable[[], Any], reps: int) -> tuple[float, Any]:
-    times, out = [], None
-    for _ in range(reps):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
 
 
 def _failure(exc: BaseException) -> str:

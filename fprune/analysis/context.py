@@ -121,10 +121,7 @@ class RuleContext:
 
     def tracked_inputs(self) -> Iterator[Value]:
         """The channel values of every tracked input."""
-        for arg in node_args(self._node):
-            value = self._engine.values.get(arg)
-            if value is not None:
-                yield value
+        return self._engine.tracked_inputs(self._node)
 
     def first_tracked(self) -> tuple[Layout | None, list[Any]]:
         """The single tracked layout among the tensor operands, and the untracked operands."""

@@ -8,8 +8,9 @@ Coupled producers (residual adds, multiplicative gates) are merged in a union-fi
 engine sees.
 
 Soundness does not depend on the rules being complete: a node the front-end cannot name, or whose
-op has no rule, makes every group it reads unprunable (a ``"unknown"`` block naming the node), and
-so does a tracked tensor that leaves the graph through a node no rule followed.  The engine keeps
+op has no rule, makes every group it reads unprunable (a ``"unknown"`` block naming the node); so
+does a parameter shared or read directly, and a channel count read at run time that feeds anything
+but a size the rewrite replaces.  The engine keeps
 no module-level mutable state: everything lives in one :class:`Engine` per analysis.
 
 Example:

@@ -98,7 +98,7 @@ def _build_index() -> Index:
     for k in (1, 2, 3):
         for kind in ("max_pool", "avg_pool", "adaptive_max_pool", "adaptive_avg_pool"):
             op = f"{kind}{k}d"
-            modules[getattr(nn, "".join(w.capitalize() for w in kind.split("_")).replace("pool", "Pool") + f"{k}d")] = op
+            modules[getattr(nn, "".join(w.capitalize() for w in kind.split("_")) + f"{k}d")] = op
             functions[getattr(F, op)] = op
     methods: dict[str, str] = {m: "activation" for m in _ACTIVATION_METHODS}
     methods.update({m: "binary" for m in _BINARY_METHODS})

@@ -36,7 +36,7 @@ def _multihead_attention(ctx: RuleContext) -> Value:
     if why is not None:
         ctx.unknown(why)
         return None
-    values = [ctx.value(a) if ctx.is_node(a) else None for a in qkv]
+    values = [ctx.value(a) for a in qkv]
     tracked = [v for v in values if v is not None]
     layouts = [v for v in tracked if isinstance(v, Layout)]
     in_layout = None
@@ -73,7 +73,7 @@ def _multihead_attention(ctx: RuleContext) -> Value:
 
 def _matmul(ctx: RuleContext) -> Value:
     """Batched matmul: channels on a batch dim (heads) couple the operands and pass through."""
-    operands = [ctx.value(a) if ctx.is_node(a) else None for a in ctx.args[:2]]
+    operands = [ctx.value(a) for a in ctx.args[:2]]
     a, b = operands
     if isinstance(a, Layout) and isinstance(b, Layout) and a.dim == b.dim <= -3 and \
             [x.size for x in a.segs] == [x.size for x in b.segs]:
@@ -107,7 +107,7 @@ def _softmax(ctx: RuleContext) -> Value:
 
 def _attention(ctx: RuleContext) -> Value:
     """scaled_dot_product_attention(q, k, v): heads on a batch dim couple q, k and v."""
-    values = [ctx.value(a) if ctx.is_node(a) else None for a in ctx.args[:3]]
+    values = [ctx.value(a) for a in ctx.args[:3]]
     if not all(isinstance(v, Layout) for v in values):
         ctx.unknown("attention with untracked q, k or v")
         return None

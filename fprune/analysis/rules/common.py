@@ -10,7 +10,16 @@ from torch import nn
 from fprune.analysis.context import RuleContext
 from fprune.analysis.values import Layout
 
-__all__ = ["sole_layout", "in_width", "resolve_width", "own_operand", "may_be_channel"]
+__all__ = ["source_layout", "sole_layout", "in_width", "resolve_width", "own_operand", "may_be_channel"]
+
+
+def source_layout(ctx: RuleContext) -> Layout | None:
+    """The layout of the first argument (the tensor a shape op acts on); a tracked non-tensor value
+    there (a tuple, a shape) blocks what the node reads."""
+    value = ctx.value(ctx.args[0]) if ctx.args else None
+    if value is not None and not isinstance(value, Layout):
+        ctx.unknown()
+    return value if isinstance(value, Layout) else None
 
 
 def sole_layout(ctx: RuleContext) -> Layout | None:

@@ -83,7 +83,7 @@ def _prelu(ctx: RuleContext) -> Value:
 def _functional_prelu(ctx: RuleContext) -> Value:
     """F.prelu(x, weight): a single slope acts elementwise; a per-channel weight cannot be sliced."""
     source, weight = ctx.arg(0, "input", None), ctx.arg(1, "weight", None)
-    layout = ctx.value(source) if ctx.is_node(source) else None
+    layout = ctx.value(source)
     slope = ctx.model_tensor(weight)
     if isinstance(layout, Layout) and isinstance(slope, torch.Tensor) and slope.numel() == 1:
         return ctx.with_path(layout)

@@ -12,7 +12,7 @@ __all__ = ["RULES"]
 def _getattr(ctx: RuleContext) -> Value:
     """getattr(x, "shape" | "ndim" | "dtype" | "device"): metadata, not channel values."""
     source = ctx.args[0]
-    value = ctx.value(source) if ctx.is_node(source) else None
+    value = ctx.value(source)
     if ctx.args[1:2] and ctx.args[1] in ("ndim", "dtype", "device", "is_cuda"):
         return None
     if ctx.args[1:2] == ("shape",):
@@ -24,7 +24,7 @@ def _getattr(ctx: RuleContext) -> Value:
 def _shape_query(ctx: RuleContext) -> Value:
     """x.size(), x.size(d), x.dim(): the size of the channel dim shrinks with pruning."""
     source = ctx.args[0]
-    value = ctx.value(source) if ctx.is_node(source) else None
+    value = ctx.value(source)
     if not isinstance(value, Layout) or ctx.target == "dim":
         return None
     dim = ctx.arg(1, "dim", None)

@@ -92,7 +92,7 @@ def _functional_batch_norm(ctx: RuleContext) -> Value:
     statistics and affine parameters are get_attr tensors, sliced along dim 0 like BatchNorm's.
     """
     x = ctx.arg(0, "input", None)
-    layout = ctx.value(x) if ctx.is_node(x) else None
+    layout = ctx.value(x)
     tensors = [ctx.arg(i, name, None) for i, name in
                ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))]
     reads = [t for t in tensors if t is not None]

@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 from fprune.analysis.context import RuleContext
-from fprune.analysis.rules.common import sole_layout
+from fprune.analysis.rules.common import sole_layout, source_layout
 from fprune.analysis.values import Layout, Seg, Value
 
 __all__ = ["RULES", "index_tensor"]
@@ -74,11 +74,8 @@ def _reshape(ctx: RuleContext) -> Value:
     split into several trailing dims makes the second-to-last of them the pruning unit (attention
     heads): the channel space is refined so that one unit removes its rows in every outer block.
     """
-    source = ctx.args[0] if ctx.args else None
-    layout = ctx.value(source) if ctx.is_node(source) else None
-    if not isinstance(layout, Layout):
-        if layout is not None:
-            ctx.unknown()
+    layout = source_layout(ctx)
+    if layout is None:
         return None
     shape: list[Any]
     paths: list[tuple[int, ...]]
@@ -204,10 +201,8 @@ def _transpose(ctx: RuleContext) -> Value:
 
 def _expand(ctx: RuleContext) -> Value:
     """x.expand(*sizes): broadcasts size-1 dims; the channel dim must keep its size (-1 or its width)."""
-    layout = ctx.value(ctx.args[0]) if ctx.args else None
-    if not isinstance(layout, Layout):
-        if layout is not None:
-            ctx.unknown()
+    layout = source_layout(ctx)
+    if layout is None:
         return None
     sizes: list[Any] = list(ctx.args[1:])
     paths: list[tuple[int, ...]] = [(i + 1,) for i in range(len(sizes))]

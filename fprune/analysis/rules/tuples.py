@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from fprune.analysis.context import Rule, RuleContext
-from fprune.analysis.rules.common import may_be_channel, own_operand
+from fprune.analysis.rules.common import may_be_channel, own_operand, source_layout
 from fprune.analysis.rules.elementwise import binary
 from fprune.analysis.rules.shapes import index_tensor
 from fprune.analysis.values import AttnOut, BlockKind, ChannelSize, Layout, LSTMOut, Seg, ShapeOf, Unbound, Value
@@ -15,7 +15,7 @@ __all__ = ["RULES"]
 
 def _getitem(ctx: RuleContext) -> Value:
     source, index = ctx.args[0], ctx.args[1]
-    value = ctx.value(source) if ctx.is_node(source) else None
+    value = ctx.value(source)
     if isinstance(value, LSTMOut):
         if type(index) is int and -2 <= index < 2:
             if value.state or index % 2 == 0:
@@ -134,11 +134,8 @@ def _pieces(ctx: RuleContext, split: bool) -> Value:
     """chunk / split into equal pieces: along another dim every piece keeps the channels; along the
     channels each piece is one tile of the producer's space (a unit removes its channel in every piece,
     as for the two halves of a gated MLP)."""
-    source = ctx.args[0] if ctx.args else None
-    layout = ctx.value(source) if ctx.is_node(source) else None
-    if not isinstance(layout, Layout):
-        if layout is not None:
-            ctx.unknown()
+    layout = source_layout(ctx)
+    if layout is None:
         return None
     size = ctx.arg(1, "split_size_or_sections" if split else "chunks", None)
     dim = ctx.arg(2, "dim", 0)
