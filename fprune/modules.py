@@ -6,6 +6,11 @@ output width to one ``embed_dim``; once heads are removed those differ.
 tensors.  The rewrite swaps the class of a pruned ``nn.MultiheadAttention`` (its parameters,
 buffers and attributes are kept), so ``isinstance(m, nn.MultiheadAttention)`` still holds.
 
+A LayerNorm over pruned channels computes its mean and variance over the kept ones only, a
+different function; :class:`PrunedLayerNorm` (an ``nn.LayerNorm`` subclass, swapped in the same
+way) and :func:`layer_norm_full` compute them as over the original width with the removed
+channels zero, which is exact.
+
 Example:
     >>> import torch
     >>> from torch import nn
@@ -28,7 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["PrunedMultiheadAttention", "TransposedLinear"]
+from fprune.errors import InvalidArgumentError
+
+__all__ = ["PrunedMultiheadAttention", "PrunedLayerNorm", "TransposedLinear", "layer_norm_full"]
 
 
 def _additive(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
@@ -145,3 +152,63 @@ class TransposedLinear(nn.Module):
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)
+
+
+def layer_norm_full(x: Tensor, normalized_shape: tuple[int, ...] | list[int], weight: Tensor | None = None,
+                    bias: Tensor | None = None, eps: float = 1e-5, *, full_width: int) -> Tensor:
+    """``F.layer_norm`` over the last dim as if it were `full_width` wide, the missing channels zero.
+
+    The statistics of a LayerNorm do not depend on where the zero channels are, so padding the
+    input with ``full_width - d'`` zeros, normalising with the same kernel, and keeping the first
+    ``d'`` outputs is the original LayerNorm on the kept channels, exactly.
+
+    Example:
+        >>> import torch
+        >>> import torch.nn.functional as F
+        >>> x = torch.randn(2, 3, dtype=torch.float64)
+        >>> zero_padded = torch.cat([x[:, :1], torch.zeros(2, 1, dtype=torch.float64), x[:, 1:]], dim=1)
+        >>> torch.allclose(layer_norm_full(x, (3,), full_width=4), F.layer_norm(zero_padded, (4,))[:, [0, 2, 3]])
+        True
+    """
+    kept = int(normalized_shape[-1])
+    if len(normalized_shape) != 1 or full_width < kept:
+        raise InvalidArgumentError(
+            f"layer_norm_full normalises one dim of at most full_width={full_width} channels, got "
+            f"normalized_shape={tuple(normalized_shape)}; pass the pruned width as normalized_shape and the "
+            "original width as full_width")
+    if full_width == kept:
+        return F.layer_norm(x, (kept,), weight, bias, eps)
+    out = F.layer_norm(F.pad(x, (0, full_width - kept)), (full_width,), None, None, eps)[..., :kept]
+    if weight is not None:
+        out = out * weight
+    if bias is not None:
+        out = out + bias
+    return out
+
+
+class PrunedLayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` over pruned channels: mean and variance as over ``full_width`` channels.
+
+    The removed channels count as zeros, so the module equals the original LayerNorm (with the
+    removed weights and biases zero) on the channels kept.  Parameters, ``state_dict`` keys and
+    ``isinstance(m, nn.LayerNorm)`` are those of the LayerNorm it replaces; normalises one dim.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from fprune import apply_patterns
+        >>> net = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2))
+        >>> pruned = apply_patterns(net, {"0": torch.tensor([True, True, False, True])})
+        >>> type(pruned.get_submodule("1")).__name__, pruned.get_submodule("1").full_width
+        ('PrunedLayerNorm', 4)
+    """
+
+    full_width: int
+
+    def forward(self, input: Tensor) -> Tensor:
+        """Normalises the last dim of `input` as if it were ``full_width`` wide."""
+        width = getattr(self, "full_width", self.normalized_shape[-1])
+        return layer_norm_full(input, self.normalized_shape, self.weight, self.bias, self.eps, full_width=width)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, full_width={getattr(self, 'full_width', None)}"

@@ -111,7 +111,7 @@ class Plan:
                 if entries:  # root tensors: no prefix; a lifted program's tensors: the program's own names
                     fqn = f"{module}.{tensor}" if module else tensor
                     within = len(found) if module in self.analysis.roles else _TENSOR_ORDER.get(tensor, 2)
-                    key = (place.get(module, len(place)), within, tensor if module not in self.analysis.roles else "")
+                    key = (_place(place, module), within, tensor if module not in self.analysis.roles else "")
                     found.append((key, self.analysis.public_name(fqn), entries))
         # One order whatever the front-end: modules by the first node that reads them; a module's
         # tensors in its slicing order, which tensors read directly follow (a BatchNorm is a module
@@ -202,6 +202,13 @@ def _first_reads(analysis: Analysis) -> dict[str, int]:
         elif node.op == "get_attr":
             place.setdefault(str(node.target).rpartition(".")[0], i)
     return place
+
+
+def _place(place: Mapping[str, int], module: str) -> int:
+    """A module's position in `place`; a submodule the graph never reads (an fx leaf's out_proj) takes its parent's."""
+    while module not in place and module:
+        module = module.rpartition(".")[0]
+    return place.get(module, len(place))
 
 
 def _refuse_unknown(analysis: Analysis) -> None:

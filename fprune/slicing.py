@@ -184,6 +184,7 @@ SPECS: Mapping[type, SliceSpec] = MappingProxyType({
     nn.InstanceNorm2d: _NORM,
     nn.InstanceNorm3d: _NORM,
     nn.LayerNorm: SliceSpec(_channelwise_index, _layer_norm_attrs, width_attrs=lambda m, n: {"normalized_shape": (n,)}),
+    nn.RMSNorm: SliceSpec(_channelwise_index, _layer_norm_attrs, width_attrs=lambda m, n: {"normalized_shape": (n,)}),
     nn.PReLU: SliceSpec(_prelu_index, lambda m: {"num_parameters": m.weight.shape[0]}),
     nn.LSTM: SliceSpec(_lstm_index, _lstm_attrs, ("weight_hh_l0", 1)),
     nn.GRU: SliceSpec(_lstm_index, _lstm_attrs, ("weight_hh_l0", 1)),

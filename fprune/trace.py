@@ -26,8 +26,8 @@ __all__ = ["trace", "attribute"]
 def trace(model: nn.Module) -> GraphModule:
     """Returns `model` itself if it is a GraphModule, else ``torch.fx.symbolic_trace(model)``.
 
-    fprune's :class:`fprune.modules.PrunedMultiheadAttention` stays a leaf, as torch.nn modules do,
-    so a pruned model can be traced and pruned again.
+    fprune's :class:`~fprune.modules.PrunedMultiheadAttention` and :class:`~fprune.modules.PrunedLayerNorm`
+    stay leaves, as torch.nn modules do, so a pruned model can be traced and pruned again.
 
     The traced GraphModule holds the model's own submodules (no copy); fprune
     never mutates it.  What the model's forward sets on its modules while traced
@@ -109,9 +109,9 @@ class _Tracer(torch.fx.Tracer):
     """``symbolic_trace``'s tracer, with fprune's own modules kept as leaves like the torch.nn ones."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        from fprune.modules import PrunedMultiheadAttention
+        from fprune.modules import PrunedLayerNorm, PrunedMultiheadAttention
 
-        return isinstance(m, PrunedMultiheadAttention) or super().is_leaf_module(m, module_qualified_name)
+        return isinstance(m, (PrunedMultiheadAttention, PrunedLayerNorm)) or super().is_leaf_module(m, module_qualified_name)
 
 
 def attribute(root: nn.Module, target: str) -> Any:

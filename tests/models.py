@@ -68,6 +68,15 @@ __all__ = [
     "DenseLayer",
     "DenseNetish",
     "ViTAttention",
+    "LlamaRMSNorm",
+    "GemmaRMSNorm",
+    "T5LayerNorm",
+    "FunctionalLayerNorm",
+    "FunctionalRMSNorm",
+    "LayerNorm2d",
+    "NORMS",
+    "PreNormNet",
+    "ConvNeXtish",
     "ViTBlock",
     "ViTBlockNet",
     "MHAEncoderLayer",
@@ -721,3 +730,142 @@ class GroupNormNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv2(F.relu(self.norm(self.conv1(x))))
+
+
+# --------------------------------------------------------------------------------------
+# Norms over the channels, as transformers write them (issue #14: kept exact when pruned)
+
+
+class LlamaRMSNorm(nn.Module):
+    """The decomposed RMSNorm of Llama/Mistral/Qwen: cast up, mean of squares, rsqrt, cast back, weight.
+
+    ``upcast`` is the dtype the statistic is computed in (float32 in transformers; float64 here so
+    that exactness holds to float64 rounding).
+    """
+
+    def __init__(self, width: int, eps: float = 1e-6, upcast: torch.dtype = torch.float64) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+        self.variance_epsilon, self.upcast = eps, upcast
+
+    def forward(self, x: Tensor) -> Tensor:
+        dtype = x.dtype
+        h = x.to(self.upcast)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return self.weight * h.to(dtype)
+
+
+class GemmaRMSNorm(nn.Module):
+    """Gemma's RMSNorm: the weight is applied as ``1 + weight`` (stored around zero), squares as x * x."""
+
+    def __init__(self, width: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x.double()
+        out = h * torch.rsqrt((h * h).mean(-1, keepdim=True) + self.eps)
+        return (out * (1.0 + self.weight.double())).type_as(x)
+
+
+class T5LayerNorm(nn.Module):
+    """T5's layer norm: an RMSNorm (no mean, no bias), the weight on the left."""
+
+    def __init__(self, width: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+        self.variance_epsilon = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        variance = torch.square(x).mean(-1, keepdim=True)
+        return self.weight * (x * torch.rsqrt(variance + self.variance_epsilon))
+
+
+class FunctionalLayerNorm(nn.Module):
+    """F.layer_norm on the module's own weight and bias."""
+
+    def __init__(self, width: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.ones(width)), nn.Parameter(torch.zeros(width))
+        self.width, self.eps = width, eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, (self.width,), self.weight, self.bias, self.eps)
+
+
+class FunctionalRMSNorm(nn.Module):
+    """F.rms_norm on the module's own weight, eps positional."""
+
+    def __init__(self, width: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+        self.width, self.eps = width, eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x, (self.width,), self.weight, self.eps)
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """timm's channels-first LayerNorm: permute to channels-last, F.layer_norm, permute back."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+# name -> width -> a norm over the last dim of that width
+NORMS: dict[str, Callable[[int], nn.Module]] = {
+    "layer_norm": nn.LayerNorm,
+    "layer_norm_no_affine": functools.partial(nn.LayerNorm, elementwise_affine=False),
+    "layer_norm_no_bias": functools.partial(nn.LayerNorm, bias=False),
+    "layer_norm_eps0": functools.partial(nn.LayerNorm, eps=0.0),
+    "rms_norm": functools.partial(nn.RMSNorm, eps=1e-5),
+    "rms_norm_eps0": functools.partial(nn.RMSNorm, eps=0.0),
+    "llama": LlamaRMSNorm,
+    "gemma": GemmaRMSNorm,
+    "t5": T5LayerNorm,
+    "functional_layer_norm": FunctionalLayerNorm,
+    "functional_rms_norm": FunctionalRMSNorm,
+}
+
+
+class PreNormNet(nn.Module):
+    """A pre-norm residual block and a final norm over the residual stream: the hidden width under norms.
+
+    embed: Linear(inputs, width); x = x + fc2(gelu(fc1(norm1(x)))); head(norm2(x)).  The stream
+    (embed, fc2) is one group read by both norms; fc1's hidden units are another.
+    """
+
+    def __init__(self, norm: str, inputs: int = 3, width: int = 6, hidden: int = 5, classes: int = 2) -> None:
+        super().__init__()
+        self.embed = nn.Linear(inputs, width)
+        self.norm1, self.norm2 = NORMS[norm](width), NORMS[norm](width)
+        self.fc1, self.fc2 = nn.Linear(width, hidden), nn.Linear(hidden, width)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.embed(x)
+        x = x + self.fc2(F.gelu(self.fc1(self.norm1(x))))
+        return self.head(self.norm2(x))
+
+
+class ConvNeXtish(nn.Module):
+    """ConvNeXt's two LayerNorm forms: a channels-first LayerNorm2d after the stem, and a block's
+    depthwise conv -> permute -> nn.LayerNorm -> Linear -> GELU -> Linear -> permute back, residual."""
+
+    def __init__(self, width: int = 6, hidden: int = 8, classes: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 2, stride=2)
+        self.stem_norm = LayerNorm2d(width)
+        self.dwconv = nn.Conv2d(width, width, 3, padding=1, groups=width)
+        self.norm = nn.LayerNorm(width)
+        self.pw1, self.pw2 = nn.Linear(width, hidden), nn.Linear(hidden, width)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem_norm(self.stem(x))
+        y = self.norm(self.dwconv(x).permute(0, 2, 3, 1))
+        x = x + self.pw2(F.gelu(self.pw1(y))).permute(0, 3, 1, 2)
+        return self.head(x.mean((2, 3)))

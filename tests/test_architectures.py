@@ -32,6 +32,7 @@ from toolz import pipe
 from torch import Tensor, nn
 
 from fprune import Options, analyze, apply_patterns, load_plan, score_l1, topk_mask, trace
+from fprune.modules import PrunedLayerNorm
 from fprune.plan import Plan
 from strategies import examples
 
@@ -87,14 +88,14 @@ ARCHITECTURES: dict[str, Arch] = {
     "DenseNetish": Arch(DenseNetish, _image, frozenset({
         "conv0", "layers.0.conv", "layers.1.conv", "layers.2.conv", "transition.2",
     }), "classifier"),
-    # LayerNorm over the residual stream (patch_embed, cls/pos tokens, proj, fc2) makes it inexact, so
-    # not prunable by default; attention heads (qkv, one unit per head) and MLP hidden units are.
+    # The residual stream (patch_embed, cls/pos tokens, proj, fc2) is one group, prunable exactly: its
+    # LayerNorms compute over their original width.  Attention heads (qkv, one unit per head) and MLP
+    # hidden units are prunable too.
     "ViTBlockNet": Arch(ViTBlockNet, _image, frozenset({
-        "blocks.0.attn.qkv", "blocks.0.fc1", "blocks.1.attn.qkv", "blocks.1.fc1",
+        "patch_embed", "blocks.0.attn.qkv", "blocks.0.fc1", "blocks.1.attn.qkv", "blocks.1.fc1",
     }), "head"),
-    # The stream (embed, attn's out_proj, fc2) is under LayerNorm: inexact.  Heads and MLP hidden units
-    # are prunable.
-    "MHAEncoderLayer": Arch(MHAEncoderLayer, _tokens, frozenset({"attn", "fc1"}), "head"),
+    # The stream (embed, attn's out_proj, fc2) under its LayerNorms, heads and MLP hidden units.
+    "MHAEncoderLayer": Arch(MHAEncoderLayer, _tokens, frozenset({"embed", "attn", "fc1"}), "head"),
     # The stream (stem + conv3) is coupled by the add; the grouped 3x3 couples conv1's rows and conv2's
     # rows in blocks of 2 (one unit per conv group); conv1, called first, names that group.
     "ResNeXtBlock": Arch(ResNeXtBlock, _image, frozenset({"conv1", "block.conv1"}), "fc"),
@@ -161,12 +162,15 @@ def test_output_group_needs_prune_outputs(name: str) -> None:
     assert not group.prunable() and group.prunable(Options(prune_outputs=True))
 
 
-def test_lstm_lm_with_layer_norm_needs_approximate() -> None:
-    """LayerNorm over the LSTM's output makes its group inexact: prunable only with approximate=True."""
-    analysis = _quiet(analyze, trace(seeded(LSTMLM(), 0)))
-    group = analysis.group("lstm")
-    assert not group.prunable() and group.prunable(Options(approximate=True))
-    assert {b.kind for b in group.blocks} == {"inexact"}
+def test_lstm_lm_with_layer_norm_is_exact() -> None:
+    """LayerNorm over the LSTM's output: prunable by default, and the pruned norm is a PrunedLayerNorm."""
+    model, x = seeded(LSTMLM(), 0).double().eval(), _input("LSTMLM")
+    group = _quiet(analyze, trace(model)).group("lstm")
+    assert group.prunable() and {b.kind for b in group.blocks} == {"fold"}
+    plan = _quiet(lambda: topk_mask(0.5)(score_l1(model)))
+    small = apply_patterns(plan)
+    assert type(small.norm) is PrunedLayerNorm and small.norm.full_width == 6
+    _close(small(x), zero_slices(model, plan.params())(x))
 
 
 def test_group_structure_of_coupled_producers() -> None:
@@ -183,14 +187,15 @@ def test_group_structure_of_coupled_producers() -> None:
     assert vit.group("blocks.0.attn.qkv").size == 2  # one unit per head
 
 
-def test_vit_residual_stream_is_one_inexact_group() -> None:
-    """ViT's residual stream (patch embed, cls/pos tokens, proj, fc2) is one group, blocked only by LayerNorm."""
+def test_vit_residual_stream_is_one_exact_group() -> None:
+    """ViT's residual stream (patch embed, cls/pos tokens, proj, fc2) is one group, under exact LayerNorms."""
     analysis = _quiet(analyze, trace(_build("ViTBlockNet", 0)))
     group = analysis.group("patch_embed")
     assert set(group.producers) >= {"patch_embed", "blocks.0.attn.proj", "blocks.0.fc2", "blocks.1.attn.proj", "blocks.1.fc2"}
-    assert {b.kind for b in group.blocks} - {"fold"} == {"inexact"}  # fold: biases are not folded through it
-    assert group.prunable(Options(approximate=True))
+    assert {b.kind for b in group.blocks} == {"fold"}  # fold: biases are not folded through a norm
+    assert group.prunable()
     assert "" in group.members  # the root module: cls_token and pos_embed are its own tensors
+    assert {site.module for site in analysis.norms if site.kind == "layer"} >= {"blocks.0.norm1", "blocks.1.norm2"}
 
 
 # --------------------------------------------------------------------------------------

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from torch.fx import GraphModule
 
 from fprune import Options, apply_patterns, load_plan
 from fprune.cli import load_factory, main
 from fprune.errors import FpruneError, InvalidArgumentError
+from fprune.modules import PrunedLayerNorm
 
 MODELS = '''
 import torch
@@ -47,6 +49,11 @@ def layers():
 def layer_norm():
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 2))
+
+def rms_norm():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.RMSNorm(8, eps=1e-6, elementwise_affine=False), nn.ReLU(),
+                         nn.Linear(8, 2))
 
 class Cumsum(nn.Module):
     def __init__(self):
@@ -269,19 +276,30 @@ def test_prune_outputs_prunes_the_output_layer(workdir: Path, capsys: pytest.Cap
     assert main(["apply", f"{MOD}:layers", "p.json", "--out", "a.pt", "--prune-outputs"]) == 0
 
 
-def test_approximate_prunes_through_layer_norm(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """--approximate reaches the plan: a group normalised by a LayerNorm is pruned; apply needs it too."""
-    assert main(["prune", f"{MOD}:layer_norm", "--sparsity", "0.5", "--plan", "p.json", "--save", "p.pt"]) == 0
+def test_approximate_prunes_through_an_inexact_norm(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--approximate reaches the plan: a group under a weightless RMSNorm is pruned; apply needs it too."""
+    assert main(["prune", f"{MOD}:rms_norm", "--sparsity", "0.5", "--plan", "p.json", "--save", "p.pt"]) == 0
     assert _widths(workdir, ("0",)) == {"0": 8}
     assert "left unpruned: '0'" in capsys.readouterr().err
-    assert main(["prune", f"{MOD}:layer_norm", "--sparsity", "0.5", "--plan", "p.json", "--save", "p.pt",
+    assert main(["prune", f"{MOD}:rms_norm", "--sparsity", "0.5", "--plan", "p.json", "--save", "p.pt",
                  "--approximate"]) == 0
     assert _widths(workdir, ("0",)) == {"0": 4}
     assert torch.load(workdir / "p.pt", weights_only=False).get_submodule("1").normalized_shape == (4,)
     assert "left unpruned: '0'" not in capsys.readouterr().err
-    assert main(["apply", f"{MOD}:layer_norm", "p.json", "--out", "a.pt"]) == 1
+    assert main(["apply", f"{MOD}:rms_norm", "p.json", "--out", "a.pt"]) == 1
     assert "fprune: error: " in capsys.readouterr().err
-    assert main(["apply", f"{MOD}:layer_norm", "p.json", "--out", "a.pt", "--approximate"]) == 0
+    assert main(["apply", f"{MOD}:rms_norm", "p.json", "--out", "a.pt", "--approximate"]) == 0
+
+
+def test_layer_norm_is_exact_and_approximate_makes_it_plain(workdir: Path) -> None:
+    """A LayerNorm over the pruned channels: a PrunedLayerNorm by default, a plain LayerNorm with --approximate."""
+    assert main(["prune", f"{MOD}:layer_norm", "--sparsity", "0.5", "--plan", "p.json", "--save", "p.pt"]) == 0
+    norm = torch.load(workdir / "p.pt", weights_only=False).get_submodule("1")
+    assert type(norm) is PrunedLayerNorm and norm.normalized_shape == (4,) and norm.full_width == 8
+    assert main(["prune", f"{MOD}:layer_norm", "--sparsity", "0.5", "--plan", "p.json", "--save", "p.pt",
+                 "--approximate"]) == 0
+    norm = torch.load(workdir / "p.pt", weights_only=False).get_submodule("1")
+    assert type(norm) is nn.LayerNorm and norm.normalized_shape == (4,)
 
 
 def test_strict_refuses_an_unknown_op(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -115,8 +115,8 @@ def test_unknown_user_blocks_with_node_name() -> None:
 def test_lstm_state_unused_or_to_output() -> None:
     """An unused LSTM state does not block; a state reaching the output is an 'output' block."""
     lm = groups_of(zoo.LSTMLM())["lstm"]
-    assert kinds(lm) == {"inexact"} and lm.members == ("lstm", "norm", "decoder")
-    assert lm.prunable(Options(approximate=True))
+    assert kinds(lm) == {"fold"} and lm.members == ("lstm", "norm", "decoder")
+    assert lm.prunable()
     state = groups_of(zoo.LSTMStateOut())["lstm"]
     assert kinds(state) == {"output"} and state.members == ("lstm", "linear")
 
@@ -210,13 +210,18 @@ def test_flatten_expansion_recorded_in_roles() -> None:
     assert analysis.group_of(role.in_layout.segs[0]).name == "conv2"
 
 
-def test_layer_norm_inexact_and_approximate() -> None:
-    """LayerNorm over the channels is 'inexact': refused by default, tolerated with approximate=True."""
-    group = groups_of(zoo.LSTMLayerNormLinearModel(3, 4, 2, 2))["lstm"]
-    assert kinds(group) == {"inexact", "output"}
-    assert not group.prunable(Options(approximate=True))
-    assert group.prunable(Options(prune_outputs=True, approximate=True))
-    assert "approximate=True" in group.why_not(Options(prune_outputs=True))
+def test_layer_norm_exact_and_weightless_rms_norm_inexact() -> None:
+    """LayerNorm over the channels is recorded as a norm site (kept exact); an RMSNorm without a weight
+    is 'inexact': refused by default, tolerated with approximate=True."""
+    analysis = analyze(trace(zoo.LSTMLayerNormLinearModel(3, 4, 2, 2)))
+    group = {g.name: g for g in analysis.groups}["lstm"]
+    assert kinds(group) == {"fold", "output"} and group.prunable(Options(prune_outputs=True))
+    assert [(site.kind, site.module) for site in analysis.norms] == [("layer", "norm")]
+    model = nn.Sequential(nn.Linear(3, 4), nn.RMSNorm(4, 1e-6, elementwise_affine=False), nn.Linear(4, 2))
+    group = groups_of(model)["0"]
+    assert kinds(group) == {"inexact", "fold"}
+    assert not group.prunable() and group.prunable(Options(approximate=True))
+    assert "approximate=True" in group.why_not() and "without a weight" in group.why_not()
 
 
 # --------------------------------------------------------------------------- small values

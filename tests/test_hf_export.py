@@ -67,6 +67,9 @@ def test_every_op_is_read_and_mlp_pruning_is_exact(build) -> None:  # type: igno
     state = {k: v.clone() for k, v in program.state_dict.items()}
     expected = zero_slices(model, plan.params())(**kwargs)
     got = small.module()(**kwargs)
-    torch.testing.assert_close(_main_output(got), _main_output(expected), rtol=1e-9, atol=1e-9)
+    # Llama's RMSNorm computes in float32 whatever the model's dtype: the hidden width, now pruned
+    # (weight * sqrt(d/d'), eps * d/d'), is exact up to float32 rounding there.
+    tol = 1e-6 if build is _llama else 1e-9
+    torch.testing.assert_close(_main_output(got), _main_output(expected), rtol=tol, atol=tol)
     assert all(torch.equal(v, program.state_dict[k]) for k, v in state.items())  # input unchanged
     assert sum(v.numel() for v in small.state_dict.values()) < sum(v.numel() for v in state.values())

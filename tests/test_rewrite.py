@@ -27,6 +27,7 @@ from fprune.errors import (
     UnprunableError,
 )
 from fprune.groups import Options, analyze
+from fprune.modules import PrunedLayerNorm
 from fprune.plan import Plan
 from fprune.trace import trace
 from model_strategies import (
@@ -125,6 +126,15 @@ def test_pruned_equals_zero_slice_emulation(family: str, data: st.DataObject) ->
         assert out_size(pruned.get_submodule(name)) == int(mask.sum()), name
     assert_same_state(before, case.model)
     assert_no_sharing(case.model, pruned)
+
+
+@settings(max_examples=examples(20))
+@given(case=chains("lstm"))
+def test_lstm_layer_norm_exact_without_approximate(case: Case) -> None:
+    """LSTM chains (some with a LayerNorm after the LSTM) prune exactly by default: the norm keeps its width."""
+    pruned = apply_patterns(case.model, case.masks, prune_outputs=case.prune_outputs)
+    emulated = zero_slices(case.model, plan_params(case.model, case.masks, prune_outputs=case.prune_outputs))
+    close(pruned(case.x), kept_output(emulated(case.x), case))
 
 
 @settings(max_examples=examples(10))
@@ -374,12 +384,15 @@ def test_lstm_getitem_linear(layers: int, norm: bool) -> None:
     check_case(_case("lstm", steps, {"l0": MASK5}, (4, 2, 3), approximate=norm))
 
 
-def test_layernorm_over_pruned_channels_is_refused_by_default() -> None:
-    """LSTM -> LayerNorm -> Linear is inexact: refused by default (the error says how), allowed with approximate."""
-    model = zoo.seeded(zoo.LSTMLM(), 0)
-    with pytest.raises(UnprunableError, match=r"(?s)'lstm'.*node 'norm'.*approximate=True"):
-        apply_patterns(model, {"lstm": torch.tensor([True, False] * 3)})
-    pruned = apply_patterns(model, {"lstm": torch.tensor([True, False] * 3)}, approximate=True)
+def test_layernorm_over_pruned_channels_is_exact_by_default() -> None:
+    """LSTM -> LayerNorm -> Linear: a PrunedLayerNorm by default (exact); a plain LayerNorm with approximate."""
+    model = zoo.seeded(zoo.LSTMLM(), 0).double()
+    mask, tokens = {"lstm": torch.tensor([True, False] * 3)}, torch.randint(0, 11, (4, 2))
+    pruned = apply_patterns(model, mask)
+    assert type(pruned.get_submodule("norm")) is PrunedLayerNorm and pruned.get_submodule("norm").full_width == 6
+    close(pruned(tokens), zero_slices(model, plan_params(model, mask))(tokens))
+    pruned = apply_patterns(model, mask, approximate=True)
+    assert type(pruned.get_submodule("norm")) is nn.LayerNorm
     assert pruned.get_submodule("norm").normalized_shape == (3,)
     assert pruned.get_submodule("lstm").hidden_size == 3
 

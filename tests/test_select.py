@@ -94,11 +94,12 @@ class TwoUnknown(nn.Module):
 
 
 class NormHead(nn.Module):
-    """Linear -> LayerNorm -> Linear -> ReLU -> Linear: an inexact group and an output group."""
+    """Linear -> RMSNorm without weight -> Linear -> ReLU -> Linear: an inexact group and an output group."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.fc1, self.norm, self.fc2, self.fc3 = nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 6), nn.Linear(6, 2)
+        self.fc1, self.norm, self.fc2, self.fc3 = nn.Linear(4, 8), nn.RMSNorm(8, 1e-6, False), nn.Linear(8, 6), \
+            nn.Linear(6, 2)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc3(torch.relu(self.fc2(self.norm(self.fc1(x)))))
@@ -224,7 +225,7 @@ def test_ignore_by_glob_type_and_predicate() -> None:
     assert list(ignore(outputs=[lambda name, module: name == "6", "0"])(scored).scores) == ["2", "4"]
     norm = score_with(score_l1, prune_outputs=True, approximate=True)(NormHead())
     assert list(norm.scores) == ["fc1", "fc2", "fc3"]
-    assert list(ignore(inputs=nn.LayerNorm)(norm).scores) == ["fc2", "fc3"]
+    assert list(ignore(inputs=nn.RMSNorm)(norm).scores) == ["fc2", "fc3"]
     assert list(ignore(outputs=nn.LayerNorm)(norm).scores) == ["fc1", "fc2", "fc3"]  # not a producer
 
 

@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.fx import Node
 from typing_extensions import TypeAlias
 
-from fprune.analysis.values import BlockKind, Edit, Layout, LSTMOut, AttnOut, Role, Value, layout_key, segs_of
+from fprune.analysis.values import ArgPath, BlockKind, Edit, Layout, LSTMOut, AttnOut, NormSite, Role, Value, layout_key, segs_of
 from fprune.trace import attribute
 
 if TYPE_CHECKING:
@@ -63,6 +63,11 @@ class RuleContext:
     def name(self) -> str:
         """The node's name (messages, edits)."""
         return self._node.name
+
+    @property
+    def node(self) -> Any:
+        """The node itself, as a handle (to name it in a finding)."""
+        return self._node
 
     @property
     def form(self) -> str:
@@ -243,6 +248,29 @@ class RuleContext:
             return
         engine.tensor_roles[target] = layout
         engine.tensor_readers.setdefault(target, set()).add((reader if reader is not None else self._node).name)
+
+    def norm(self, kind: str, layout: Layout, module: str | None = None, weight: Any = None, offset: float = 0.0,
+             eps: tuple[Any, ArgPath, float] | None = None, shape: ArgPath | None = None,
+             full_width: int | None = None) -> None:
+        """This node normalises over the channels of `layout` (``"layer"`` or ``"rms"``): the rewrite
+        keeps it exact.  `weight` is the handle of a functional form's weight; `eps` names the node,
+        argument path and value of its eps constant; `shape` where its normalized_shape is;
+        `full_width` the original width of a norm pruned before (``layer_norm_full``)."""
+        eps_at = None if eps is None else (eps[0].name, eps[1], float(eps[2]))
+        self._engine.norms.append(NormSite(self._node.name, kind, layout, module,  # type: ignore[arg-type]
+                                           None if weight is None else str(weight.target), offset, eps_at,
+                                           shape, full_width))
+
+    @property
+    def pattern(self) -> Any:
+        """What a multi-node pattern (:mod:`fprune.analysis.patterns`) found at this node, or None."""
+        return self._engine.patterns.get(self._node)
+
+    def note(self, key: Any, value: Any = None) -> Any:
+        """A finding one rule leaves for a later node's rule (a pattern's statistic); returns it."""
+        if value is not None:
+            self._engine.notes[key] = value
+        return self._engine.notes.get(key)
 
     def edit(self, path: tuple[int, ...], kind: str, space: int) -> None:
         """A constant argument at `path` that must follow the kept count of `space` (``"count"``) or

@@ -34,6 +34,7 @@ from torch import nn
 from torch.fx import GraphModule, Node
 
 from fprune.analysis.context import RuleContext, node_args
+from fprune.analysis.patterns import find_patterns
 from fprune.analysis.rules import RULES
 from fprune.analysis.values import (
     Analysis,
@@ -43,6 +44,7 @@ from fprune.analysis.values import (
     ChannelSize,
     Edit,
     Layout,
+    NormSite,
     Role,
     Value,
     segs_of,
@@ -88,6 +90,9 @@ class Engine:
         self.edits: list[Edit] = []
         self.tensor_roles: dict[str, Layout] = {}  # get_attr target -> its channels (layout.dim of layout.rank dims)
         self.tensor_readers: dict[str, set[str]] = {}  # get_attr target -> nodes allowed to read it
+        self.norms: list[NormSite] = []  # normalisations over tracked channels, kept exact
+        self.patterns: dict[Node, Any] = {}  # node -> what a multi-node pattern found there
+        self.notes: dict[Any, Any] = {}  # findings a rule leaves for a later node's rule
 
     # union-find -----------------------------------------------------------------------
     def new_space(self, size: int, producer: str) -> int:
@@ -310,6 +315,7 @@ def _finish(state: Engine) -> Analysis:
         tuple(stages for _, stages in resolved),
         tuple(state.edits),
         MappingProxyType(dict(state.tensor_roles)),
+        tuple(state.norms),
     )
 
 
@@ -319,8 +325,12 @@ def run(gm: GraphModule, classify: Classify, source: Any = None) -> Analysis:
     `source` is the front-end's way back to what it read (kept on the Analysis for the rewrite).
     """
     engine = Engine(gm)
+    ops: dict[Node, str | None] = {node: classify(node, engine.modules) for node in gm.graph.nodes}
+    for node, (name, found) in find_patterns(gm, ops).items():
+        ops[node] = name
+        engine.patterns[node] = found
     for node in gm.graph.nodes:
-        op = classify(node, engine.modules)
+        op = ops[node]
         rule = RULES.get(op) if op is not None else None
         if rule is not None:
             value = rule(RuleContext(engine, node))

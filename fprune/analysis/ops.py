@@ -46,7 +46,13 @@ _VOCABULARY: dict[str, str] = {
     "batch_norm2d": "BatchNorm2d / InstanceNorm2d: one entry per channel on dim 1",
     "batch_norm3d": "BatchNorm3d / InstanceNorm3d: one entry per channel on dim 1",
     "functional_batch_norm": "F.batch_norm on the model's own statistics and affine tensors",
-    "layer_norm": "LayerNorm: over other dims, channels pass; over the channels, inexact",
+    "layer_norm": "LayerNorm: over other dims, channels pass; over the channels, exact over the original width",
+    "functional_layer_norm": "F.layer_norm on the model's own weight and bias, as layer_norm",
+    "rms_norm": "nn.RMSNorm: over the channels its weight and eps are rescaled (exact)",
+    "functional_rms_norm": "F.rms_norm on the model's own weight, as rms_norm",
+    "rms_statistic": "a decomposed RMSNorm's mean of squares over the channels (see analysis.patterns)",
+    "rms_scale": "a decomposed RMSNorm's x * rsqrt(mean of squares + eps)",
+    "rms_weight": "a decomposed RMSNorm's product with its weight (rescaled by the rewrite)",
     "group_norm": "GroupNorm: pruned by whole norm groups",
     # shapes
     "reshape": "view/reshape: (batch, -1), (..., heads, head_dim) splits and their merges",
@@ -65,7 +71,7 @@ _VOCABULARY: dict[str, str] = {
     "softmax": "softmax / log_softmax over a dim other than the channels",
     "scaled_dot_product_attention": "F.scaled_dot_product_attention with q, k, v heads on one batch dim",
     # reductions
-    "reduce": "mean/sum/amax: over other dims channels pass; over the channels (an RMSNorm) inexact",
+    "reduce": "mean/sum/amax: over other dims channels pass; over the channels inexact (but see rms_statistic)",
     "cumsum": "cumsum along a dim other than the channels",
     "diff": "diff along a dim other than the channels",
     **_spatial("max_pool", "max pooling"),

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.fx import Node
 from torch.nn.utils import parametrize
 
-from fprune.analysis.values import Analysis, Layout, Options
+from fprune.analysis.values import Analysis, ArgPath, Layout, Options
 from fprune.errors import FpruneWarning, InvalidMaskError, InvalidTypeError, UnprunableError, UnsupportedModelError
 from fprune.slicing import IndexMap, slice_tensor, spec_for
 from fprune.trace import attribute
@@ -164,6 +164,8 @@ class Rewrite:
     tensors: Mapping[str, Mapping[str, Tensor]]  # module -> tensor name -> new tensor (replaces, or adds a bias)
     attrs: Mapping[str, Mapping[str, Any]]  # module -> attribute -> new value (out_features, num_heads...)
     constants: tuple[tuple[str, tuple[int, ...], int], ...]  # (node, argument path, new value)
+    args: tuple[tuple[str, ArgPath, Any], ...] = ()  # (node, argument path, value): a norm's eps, shape
+    full_width: tuple[tuple[str, int], ...] = ()  # F.layer_norm nodes to compute over their original width
 
 
 def applied_masks(analysis: Analysis, masks: Mapping[int, Tensor], options: Options) -> dict[int, Tensor]:
@@ -225,7 +227,61 @@ def plan_rewrite(analysis: Analysis, masks: Mapping[int, Tensor], options: Optio
         for e in analysis.edits
         if (e.kind == "minus_one" and masks) or analysis.space_group[e.space] in masks
     )
-    return Rewrite(MappingProxyType(masks), MappingProxyType(tensors), MappingProxyType(attrs), constants)
+    args, full_width = _exact_norms(analysis, masks, options, modules, tensors, attrs)
+    return Rewrite(MappingProxyType(masks), MappingProxyType(tensors), MappingProxyType(attrs), constants,
+                   args, full_width)
+
+
+def _exact_norms(
+    analysis: Analysis, masks: Mapping[int, Tensor], options: Options, modules: Mapping[str, Any],
+    tensors: dict[str, dict[str, Tensor]], attrs: dict[str, dict[str, Any]],
+) -> tuple[tuple[tuple[str, ArgPath, Any], ...], tuple[tuple[str, int], ...]]:
+    """Keeps every norm over pruned channels exact (see :class:`~fprune.analysis.values.NormSite`).
+
+    An RMSNorm over ``d'`` of ``d`` channels: ``offset + w' = (offset + w) * sqrt(d/d')`` and
+    ``eps' = eps * d/d'``.  A LayerNorm: statistics over the original width (a PrunedLayerNorm, or
+    ``layer_norm_full`` for F.layer_norm); under ``approximate`` over the kept channels.  Fills
+    `tensors` and `attrs`; returns the graph arguments to write and the F.layer_norm nodes to widen.
+    """
+    args: list[tuple[str, ArgPath, Any]] = []
+    widen: list[tuple[str, int]] = []
+    for site in analysis.norms:
+        keep = expand(analysis, site.layout, masks)
+        if keep is None:
+            continue
+        full, kept = keep.numel(), int(keep.sum())
+        owner, tname = site.module or "", "weight"
+        if site.weight is not None:
+            owner, _, tname = site.weight.rpartition(".")
+        if site.shape is not None:
+            args.append((site.node, site.shape, (kept,)))
+        if site.kind == "layer":
+            if site.module is not None:
+                full = int(getattr(modules[site.module], "full_width", full))  # a PrunedLayerNorm pruned again
+            elif site.full_width is not None:
+                full = site.full_width  # a layer_norm_full pruned again
+            if options.approximate:
+                continue
+            if site.module is not None:
+                from fprune.modules import PrunedLayerNorm
+
+                attrs.setdefault(site.module, {}).update({"__class__": PrunedLayerNorm, "full_width": full})
+            else:
+                widen.append((site.node, full))
+            continue
+        ratio = full / kept
+        weight = tensors.get(owner, {}).get(tname)
+        if weight is not None:
+            with torch.no_grad():
+                scaled = (weight.double() + site.offset) * ratio**0.5 - site.offset
+            tensors[owner][tname] = scaled.to(weight.dtype)
+        if site.module is not None:
+            eps = getattr(modules[site.module], "eps", None)
+            if eps is not None:
+                attrs.setdefault(site.module, {})["eps"] = eps * ratio
+        elif site.eps is not None:
+            args.append((site.eps[0], site.eps[1], site.eps[2] * ratio))
+    return tuple(args), tuple(widen)
 
 
 def _count(analysis: Analysis, space: int, masks: Mapping[int, Tensor]) -> int:

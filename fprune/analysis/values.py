@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from torch.fx import GraphModule
 
 __all__ = [
+    "ArgPath",
     "BlockKind",
     "Seg",
     "Layout",
@@ -33,12 +34,14 @@ __all__ = [
     "DEFAULT_OPTIONS",
     "ChannelGroup",
     "Edit",
+    "NormSite",
     "Analysis",
     "segs_of",
     "layout_key",
 ]
 
 BlockKind: TypeAlias = Literal["unknown", "inexact", "output", "fold"]
+ArgPath: TypeAlias = "tuple[int | str, ...]"  # a node argument: positional index or keyword name, then indices inside
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,28 @@ class Edit:
 
 
 @dataclass(frozen=True)
+class NormSite:
+    """A normalisation over pruned channels that the rewrite keeps exact.
+
+    With the removed channels zero, statistics over the ``d'`` kept of ``d`` channels differ from
+    the original's by known factors.  An RMSNorm stays its own class: its weight is scaled by
+    ``sqrt(d/d')`` (stored as ``offset + weight``: Gemma's ``1 + w`` has offset 1) and its eps by
+    ``d/d'``.  A LayerNorm computes its statistics over the original width, ``full_width`` (see
+    :class:`fprune.modules.PrunedLayerNorm`), unless ``approximate=True``.
+    """
+
+    node: str  # the node normalising (the module call, F.layer_norm, a decomposed RMSNorm's weight product)
+    kind: Literal["layer", "rms"]
+    layout: Layout  # the channels normalised over
+    module: str | None = None  # the module called (nn.LayerNorm, nn.RMSNorm); None for a functional form
+    weight: str | None = None  # functional forms: the get_attr target of the weight (None: no weight)
+    offset: float = 0.0  # the weight is applied as ``offset + weight``
+    eps: tuple[str, ArgPath, float] | None = None  # functional forms: (node, argument path, value)
+    shape: ArgPath | None = None  # F.layer_norm / F.rms_norm: where normalized_shape is
+    full_width: int | None = None  # a layer_norm_full already pruned: the original width
+
+
+@dataclass(frozen=True)
 class Analysis:
     """The channel groups of one GraphModule and the role of every module in them."""
 
@@ -201,6 +226,7 @@ class Analysis:
     space_stages: tuple[tuple[tuple[int, int], ...], ...] = ()  # raw space -> (inner, outer) tilings
     edits: tuple[Edit, ...] = ()  # graph constants to rewrite when their group is pruned
     tensor_roles: Mapping[str, Layout] = field(default_factory=dict)  # get_attr tensor -> its channels (dim, rank)
+    norms: tuple[NormSite, ...] = ()  # normalisations over tracked channels, kept exact by the rewrite
     source: Any = None  # the front-end's way back to the model read: a Lifted for an ExportedProgram, else None
 
     def public_name(self, fqn: str) -> str:

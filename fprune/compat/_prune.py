@@ -73,7 +73,7 @@ from fprune.errors import (
 )
 from fprune.analysis import Analysis, Options, analyze
 from fprune.analysis.resolve import expand, plan_rewrite
-from fprune.rewrite.graph_backend import apply_constants
+from fprune.rewrite.graph_backend import apply_edits
 from fprune.slicing import slice_tensor
 
 __all__ = ["prune_prepared", "ReferenceRules", "reference_rules", "lstm_per_gate"]
@@ -392,11 +392,18 @@ def _passes(
             )
         lstm = all(isinstance(targets[p].module, nn.RNNBase) for p in group.producers)
         inexact = [b.message for b in group.blocks if b.kind == "inexact"]
+        inexact += [
+            f"node {site.node!r} normalises over these channels (the reference keeps such a norm exact only "
+            "after an LSTM)"
+            for site in analysis.norms
+            if site.kind == "layer" and any(analysis.space_group[seg.space] == index for seg in site.layout.segs)
+        ]
         if inexact and not lstm:
             raise UnprunableError(
                 f"prune(): cannot remove channels of {target.where()} exactly: {'; '.join(inexact)}. The "
                 "reference has no pattern for this either; leave it out of the config, or prune with "
-                "fprune.apply_patterns(model, masks, approximate=True); nothing was changed"
+                "fprune.apply_patterns(model, masks) (exact: a LayerNorm becomes a PrunedLayerNorm) or with "
+                "approximate=True; nothing was changed"
             )
         differ = [p for p in group.producers if not torch.equal(units[p], mask)]
         if differ:
@@ -545,7 +552,7 @@ def _slice_in_place(analysis: Analysis, by_group: Mapping[int, Tensor], modules:
         module = modules[name]
         if isinstance(module, nn.RNNBase):
             module._init_flat_weights()
-    apply_constants(analysis.graph, change.constants)
+    apply_edits(analysis.graph, change)
 
 
 def _ensure_bias(module: nn.Module) -> None:

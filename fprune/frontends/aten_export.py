@@ -5,7 +5,7 @@ graph inputs named in the program's signature.  :func:`lift` turns that graph ba
 vocabulary the channel analysis understands, one node for one node:
 
 * an op that owns parameters (``aten.linear``, ``conv*d``, ``batch_norm``, ``layer_norm``,
-  ``group_norm``, ``embedding``, ``prelu``) becomes a call of a small stand-in module of the
+  ``rms_norm``, ``group_norm``, ``embedding``, ``prelu``) becomes a call of a small stand-in module of the
   standard torch.nn class (an ``nn.Linear`` for ``aten.linear``) holding the program's own tensors,
   placed at the path of the module that owned them, so groups, roles and plans name the original
   model's modules and parameters, exactly as the torch.fx front-end does;
@@ -34,7 +34,7 @@ import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,9 @@ from torch.fx import Graph, GraphModule, Node
 
 from fprune.errors import InvalidTypeError, TraceError
 from fprune.modules import TransposedLinear
+
+if TYPE_CHECKING:
+    from fprune.analysis.values import ArgPath
 
 __all__ = ["Lifted", "lift", "export", "ATEN_OPS", "PARAMETER_OPS"]
 
@@ -94,6 +97,8 @@ ATEN_OPS: Mapping[Any, Any] = MappingProxyType({
     aten.gather.default: torch.gather,
     # a linear whose weight no module owns alone (tied): read as the functional form, never sliced
     aten.linear.default: F.linear,
+    # a norm no module stands in for (no affine tensors, or the root's own): the functional form
+    aten.layer_norm.default: F.layer_norm, aten.rms_norm.default: F.rms_norm,
     # shapes
     aten.view.default: "method:view", aten.reshape.default: "method:reshape",
     aten._unsafe_view.default: "method:view", aten.permute.default: "method:permute",
@@ -127,7 +132,7 @@ class Lifted:
     graph: GraphModule  # torch-level graph over stand-in modules named as the original model
     program: ExportedProgram  # the program read (not owned: never mutated)
     nodes: Mapping[str, str]  # lifted node -> program node it stands for
-    paths: Mapping[tuple[str, tuple[int, ...]], tuple[int, ...] | None]  # (lifted node, arg path) -> program path
+    paths: Mapping[tuple[str, ArgPath], ArgPath | None]  # (lifted node, arg path) -> program path
     tensors: Mapping[str, str]  # lifted tensor fqn -> program state name (parameter, buffer or constant)
     # stand-in module -> the program nodes calling it, and where each module attribute the rewrite may
     # change (a conv's groups, a norm's num_groups) is an argument of that op: attr -> (index, defaults)
@@ -203,7 +208,7 @@ class _Lifter:
         self.graph = Graph()
         self.env: dict[Node, Any] = {}
         self.nodes: dict[str, str] = {}
-        self.paths: dict[tuple[str, tuple[int, ...]], tuple[int, ...] | None] = {}
+        self.paths: dict[tuple[str, ArgPath], ArgPath | None] = {}
         self.tensors: dict[str, str] = {}
         self.state: dict[str, Tensor] = {**program.state_dict, **program.constants}
         self.placeholder_state: dict[str, str] = {}  # placeholder name -> state name
@@ -519,6 +524,18 @@ def _layer_norm(lifter: _Lifter, node: Node) -> Node | None:
                         {"normalized_shape": (1, (None,))})
 
 
+def _rms_norm(lifter: _Lifter, node: Node) -> Node | None:
+    x, shape, w, eps = _args(node, ("input", "normalized_shape", "weight", "eps"), (None, None, None, None))
+    if w is None:
+        return None
+
+    def build() -> nn.Module:
+        return nn.RMSNorm(list(shape), eps=eps, elementwise_affine=True, device="meta")
+
+    return lifter.shell(node, "rms_norm", "weight", build, {"weight": w}, (x,),
+                        {"normalized_shape": (1, (None,)), "eps": (3, (None, None, None))})
+
+
 def _group_norm(lifter: _Lifter, node: Node) -> Node | None:
     x, groups, w, b, eps = _args(node, ("input", "num_groups", "weight", "bias", "eps"), (None, 1, None, None, 1e-5))
     if w is None or b is None:
@@ -556,6 +573,6 @@ PARAMETER_OPS: Mapping[Any, Callable[[_Lifter, Node], Node | None]] = MappingPro
     aten.conv1d.default: _conv(1, False), aten.conv2d.default: _conv(2, False), aten.conv3d.default: _conv(3, False),
     aten.conv_transpose1d.default: _conv(1, True), aten.conv_transpose2d.input: _conv(2, True),
     aten.conv_transpose3d.input: _conv(3, True),
-    aten.batch_norm.default: _batch_norm, aten.layer_norm.default: _layer_norm,
+    aten.batch_norm.default: _batch_norm, aten.layer_norm.default: _layer_norm, aten.rms_norm.default: _rms_norm,
     aten.group_norm.default: _group_norm, aten.embedding.default: _embedding, aten.prelu.default: _prelu,
 })

@@ -29,7 +29,7 @@ from torch import nn
 from torch.fx import Node
 from torch.nn.utils import parametrize
 
-from fprune.modules import PrunedMultiheadAttention, TransposedLinear
+from fprune.modules import PrunedLayerNorm, PrunedMultiheadAttention, TransposedLinear, layer_norm_full
 
 __all__ = ["Index", "INDEX", "canonical_op"]
 
@@ -76,7 +76,8 @@ def _build_index() -> Index:
                                 nn.ConvTranspose1d: "conv_transpose1d", nn.ConvTranspose2d: "conv_transpose2d",
                                 nn.ConvTranspose3d: "conv_transpose3d", nn.Embedding: "embedding",
                                 nn.LSTM: "recurrent", nn.GRU: "recurrent", nn.RNN: "recurrent",
-                                nn.PReLU: "prelu", nn.LayerNorm: "layer_norm", nn.GroupNorm: "group_norm",
+                                nn.PReLU: "prelu", nn.LayerNorm: "layer_norm", PrunedLayerNorm: "layer_norm",
+                                nn.RMSNorm: "rms_norm", nn.GroupNorm: "group_norm",
                                 nn.MultiheadAttention: "multihead_attention",
                                 PrunedMultiheadAttention: "multihead_attention", nn.Flatten: "flatten"}
     modules.update({t: "activation" for t in _ACTIVATION_MODULES})
@@ -85,6 +86,8 @@ def _build_index() -> Index:
     functions: dict[Any, str] = {f: "activation" for f in _ACTIVATION_FUNCTIONS}
     functions.update({f: "binary" for f in _BINARY})
     functions.update({F.linear: "functional_linear", F.prelu: "functional_prelu", F.batch_norm: "functional_batch_norm",
+                      F.layer_norm: "functional_layer_norm", layer_norm_full: "functional_layer_norm",
+                      F.rms_norm: "functional_rms_norm",
                       torch.chunk: "chunk", torch.split: "split", torch.permute: "permute",
                       torch.transpose: "transpose", torch.unbind: "unbind", operator.matmul: "matmul",
                       torch.matmul: "matmul", torch.bmm: "matmul", F.softmax: "softmax", torch.softmax: "softmax",

@@ -33,6 +33,7 @@ from fprune.errors import UnsupportedModelError
 if TYPE_CHECKING:
     from fprune.frontends.aten_export import Lifted
     from fprune.analysis.resolve import Rewrite
+    from fprune.analysis.values import ArgPath
 
 __all__ = ["rebuild_program"]
 
@@ -58,8 +59,8 @@ def rebuild_program(lifted: Lifted, change: Rewrite) -> ExportedProgram:
                     "and export the result"
                 )
             state[name] = new
-    edits: dict[str, list[tuple[tuple[int, ...], int]]] = {}
-    for node, path, value in change.constants:
+    edits: dict[str, list[tuple[ArgPath, Any]]] = {}
+    for node, path, value in (*change.constants, *change.args):
         key = (node, path)
         target = lifted.paths[key] if key in lifted.paths else path
         if target is not None:
@@ -88,6 +89,11 @@ def rebuild_program(lifted: Lifted, change: Rewrite) -> ExportedProgram:
                     value = attrs[attr]
                     args[index:index + 1] = [list(value) if isinstance(value, tuple) else value]
                     node.args = tuple(args)
+        if "full_width" in attrs:  # a LayerNorm over pruned channels, computed over its original width
+            for node_name, _ in lifted.sites.get(module, ()):
+                _widen_layer_norm(gm.graph, nodes[node_name], int(attrs["full_width"]))
+    for node_name, full in change.full_width:  # the same, for a layer norm without affine tensors
+        _widen_layer_norm(gm.graph, nodes[lifted.nodes[node_name]], full)
 
     new_state = {k: _like(v, state.get(k)) for k, v in program.state_dict.items()}
     new_constants = {k: state.get(k, v) if isinstance(v, Tensor) else v for k, v in program.constants.items()}
@@ -105,6 +111,29 @@ def rebuild_program(lifted: Lifted, change: Rewrite) -> ExportedProgram:
     )
 
 
+def _widen_layer_norm(graph: Graph, node: Node, full: int) -> None:
+    """``layer_norm(x, [d'], w, b)`` -> ``layer_norm(pad(x, d - d'), [d])[..., :d'] * w + b``: the
+    statistics of the original width with the removed channels zero (what PrunedLayerNorm computes)."""
+    import torch
+
+    aten = torch.ops.aten
+    defaults: tuple[Any, ...] = (None, None, None, None, 1e-5)  # aten.layer_norm(input, shape, weight, bias, eps)
+    x, shape, w, b, eps = (list(node.args) + list(defaults[len(node.args):]))[:5]
+    kept = int(shape[-1])
+    with graph.inserting_before(node):
+        made = [graph.call_function(aten.constant_pad_nd.default, (x, [0, full - kept], 0.0))]
+        made.append(graph.call_function(aten.layer_norm.default, (made[-1], [full], None, None, eps)))
+        made.append(graph.call_function(aten.slice.Tensor, (made[-1], -1, 0, kept)))
+        if w is not None:
+            made.append(graph.call_function(aten.mul.Tensor, (made[-1], w)))
+        if b is not None:
+            made.append(graph.call_function(aten.add.Tensor, (made[-1], b)))
+    for new in made:
+        new.meta = {k: v for k, v in node.meta.items() if k in ("nn_module_stack", "stack_trace", "source_fn_stack")}
+    node.replace_all_uses_with(made[-1])
+    graph.erase_node(node)
+
+
 def _like(old: Tensor, new: Tensor | None) -> Tensor:
     if new is None:
         return old
@@ -113,19 +142,24 @@ def _like(old: Tensor, new: Tensor | None) -> Tensor:
     return new.detach().clone()
 
 
-def _set_arg(node: Node, path: tuple[int, ...], value: int) -> None:
+def _set_arg(node: Node, path: ArgPath, value: Any) -> None:
+    head = path[0]
+    if isinstance(head, str):  # a keyword argument
+        node.kwargs = {**node.kwargs, head: _check(node, node.kwargs.get(head), value)}
+        return
     args: list[Any] = list(node.args)
     if len(path) == 1:
-        old: Any = args[path[0]]
-        args[path[0]] = _check(node, old, value)
+        old: Any = args[head]
+        args[head] = _check(node, old, value)
     else:
-        inner = list(args[path[0]])
-        inner[path[1]] = _check(node, inner[path[1]], value)
-        args[path[0]] = type(args[path[0]])(inner)
+        inner, at = list(args[head]), path[1]
+        assert isinstance(at, int)  # keywords only at the top
+        inner[at] = _check(node, inner[at], value)
+        args[head] = type(args[head])(inner)
     node.args = tuple(args)
 
 
-def _check(node: Node, old: Any, value: int) -> int:
+def _check(node: Node, old: Any, value: Any) -> Any:
     if isinstance(old, Node):
         raise UnsupportedModelError(
             f"node '{node.name}' ({node.target}) sizes the pruned channels with a value computed at run time "

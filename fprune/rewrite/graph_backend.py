@@ -26,10 +26,10 @@ from torch import Tensor, nn
 from torch.fx import GraphModule, Node
 
 from fprune.analysis.resolve import Rewrite
-from fprune.analysis.values import Analysis
+from fprune.analysis.values import Analysis, ArgPath
 from fprune.trace import attribute
 
-__all__ = ["rebuild_graph", "apply_constants"]
+__all__ = ["rebuild_graph", "apply_constants", "apply_edits"]
 
 
 def rebuild_graph(analysis: Analysis, change: Rewrite, owned: bool = False) -> GraphModule:
@@ -67,7 +67,7 @@ def rebuild_graph(analysis: Analysis, change: Rewrite, owned: bool = False) -> G
             else:
                 setattr(owner, field, new)
             cloned.add(target)
-    apply_constants(out, change.constants)
+    apply_edits(out, change)
     for name in dict.fromkeys([*change.tensors, *change.attrs]):
         module = out.get_submodule(name)
         for tname, tensor in added.get(name, {}).items():
@@ -92,16 +92,38 @@ def apply_constants(gm: GraphModule, constants: tuple[tuple[str, tuple[int, ...]
     gm.recompile()
 
 
-def _set_arg(node: Node, path: tuple[int, ...], value: int) -> None:
-    """Replaces one (possibly nested) argument of a node: a head count or an inferred size."""
+def apply_edits(gm: GraphModule, change: Rewrite) -> None:
+    """Writes every graph edit of a rewrite into `gm`: constants, norm arguments, widened F.layer_norm."""
+    if not (change.args or change.full_width):
+        apply_constants(gm, change.constants)
+        return
+    from fprune.modules import layer_norm_full
+
+    nodes = {n.name: n for n in gm.graph.nodes}
+    for node, path, value in (*change.constants, *change.args):
+        _set_arg(nodes[node], path, value)
+    for node, full in change.full_width:
+        nodes[node].target = layer_norm_full
+        nodes[node].kwargs = {**nodes[node].kwargs, "full_width": full}
+    gm.recompile()
+
+
+def _set_arg(node: Node, path: ArgPath, value: Any) -> None:
+    """Replaces one (possibly nested) argument of a node: a head count, an inferred size, a norm's eps
+    (a keyword argument when the path starts with its name)."""
+    head = path[0]
+    if isinstance(head, str):
+        node.kwargs = {**node.kwargs, head: value}
+        return
     args: list[Any] = list(node.args)
     if len(path) == 1:
-        args[path[0]] = value
+        args[head] = value
     else:
-        container: Any = node.args[path[0]]
-        inner = list(container)
-        inner[path[1]] = value
-        args[path[0]] = type(container)(inner)
+        container: Any = node.args[head]
+        inner, at = list(container), path[1]
+        assert isinstance(at, int)  # keywords only at the top
+        inner[at] = value
+        args[head] = type(container)(inner)
     node.args = tuple(args)
 
 

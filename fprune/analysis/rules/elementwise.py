@@ -14,8 +14,14 @@ from fprune.analysis.values import Layout, Value
 __all__ = ["RULES"]
 
 
+_CASTS = ("to", "float", "double", "half", "type")
+
+
 def _elementwise(ctx: RuleContext) -> Value:
     """f(x) applied to every element: channels pass through unchanged."""
+    if ctx.form == "method" and ctx.target in _CASTS and isinstance(ctx.value(ctx.args[0]), Layout) and not any(
+            isinstance(ctx.value(a), Layout) for a in (*ctx.args[1:], *ctx.kwargs.values())):
+        return ctx.with_path(ctx.value(ctx.args[0]))  # type: ignore[arg-type]  # x.to(dtype or device), dtype read at run time
     layout, others = ctx.first_tracked()
     if layout is None:
         return binary(ctx)
