@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["RuleContext", "Rule", "node_args"]
 
 _PASS_METHODS = ("expand", "to", "type_as", "contiguous", "float", "double", "half")
+_RESHAPES = ("reshape", "view")
 
 
 def node_args(node: Node) -> Iterator[Node]:
@@ -156,13 +157,16 @@ class RuleContext:
         """The model's name for the tensor a ``get_attr`` input reads."""
         return str(x.target)
 
-    def own_tensor(self, x: Any) -> tuple[Any, Any] | None:
-        """The model tensor an untracked input is, through expand and casts, and the handle reading it.
+    def own_tensor(self, x: Any, reshapes: bool = False) -> tuple[Any, Any] | None:
+        """The model tensor an untracked input is, through expand and casts (and with `reshapes`,
+        reshape/view, which the caller checks: :func:`~fprune.analysis.rules.common.own_operand`),
+        and the handle reading it.
 
         Each step must have this one user, so that slicing the tensor changes nothing else.
         """
         node, reader = x, None
-        while node.op == "call_method" and node.target in _PASS_METHODS and self.is_node(node.args[0]) \
+        passes = _PASS_METHODS + (_RESHAPES if reshapes else ())
+        while node.op == "call_method" and node.target in passes and self.is_node(node.args[0]) \
                 and self._engine.values.get(node) is None:
             if len(node.users) != 1:  # another user would see the sliced tensor too
                 return None
@@ -272,10 +276,11 @@ class RuleContext:
             self._engine.notes[key] = value
         return self._engine.notes.get(key)
 
-    def edit(self, path: tuple[int, ...], kind: str, space: int) -> None:
-        """A constant argument at `path` that must follow the kept count of `space` (``"count"``) or
-        become -1 (``"minus_one"``)."""
-        self._engine.edits.append(Edit(self._node.name, path, kind, space))  # type: ignore[arg-type]
+    def edit(self, path: tuple[int, ...], kind: str, space: int, node: Node | None = None) -> None:
+        """A constant argument at `path` of this node (or of `node`) that must follow the kept count
+        of `space` (``"count"``) or become -1 (``"minus_one"``)."""
+        where = self._node if node is None else node
+        self._engine.edits.append(Edit(where.name, path, kind, space))  # type: ignore[arg-type]
 
 
 Rule: TypeAlias = Callable[[RuleContext], Value]

@@ -59,16 +59,54 @@ def own_operand(ctx: RuleContext, operand: Any, layout: Layout) -> Literal["role
     shape = ctx.shape(operand)
     if shape is not None and (len(shape) < -layout.dim or shape[layout.dim] == 1):
         return "broadcast"  # one value for every channel (a normalisation statistic, a mask)
-    found = ctx.own_tensor(operand)
+    found = ctx.own_tensor(operand, reshapes=True)
     if found is None or layout.width is None:
         return None
     tensor, reader = found
-    shape = ctx.model_tensor(tensor).shape  # type: ignore[union-attr]  # own_tensor found a tensor
+    shape = tuple(ctx.model_tensor(tensor).shape)  # type: ignore[union-attr]  # own_tensor found a tensor
+    views = [n for n in _chain(operand, tensor) if n.target in ("reshape", "view")]
+    if views:
+        return _viewed_scale(ctx, views, tensor, reader, shape, layout)
     if len(shape) < -layout.dim or shape[layout.dim] == 1:
         return "broadcast"
     if shape[layout.dim] != layout.width:
         return None
     ctx.tensor_role(tensor, replace(layout, rank=len(shape), spatial=None), reader if reader is not tensor else None)
+    return "role"
+
+
+def _chain(operand: Any, tensor: Any) -> list[Any]:
+    """The nodes from `operand` back to (not including) the model tensor it reads."""
+    out = []
+    while operand is not tensor:
+        out.append(operand)
+        operand = operand.args[0]
+    return out
+
+
+def _viewed_scale(ctx: RuleContext, views: list[Any], tensor: Any, reader: Any, shape: tuple[int, ...],
+                  layout: Layout) -> Literal["role"] | None:
+    """A per-channel vector viewed onto the channel dim (ConvNeXt's ``gamma.reshape(1, -1, 1, 1)``).
+
+    One reshape/view, to a shape whose only non-unit entry is the channel dim, of a tensor whose
+    only non-unit dim holds one value per channel: the tensor is sliced with the channels, and an
+    explicit channel count in the view becomes -1 (the only inferred entry, so always equivalent).
+    """
+    width = layout.width
+    if len(views) != 1 or [s for s in shape if s != 1] != [width] or layout.factor != 1 or \
+            any(n.target == "expand" for n in _chain(views[0], tensor)):
+        return None
+    view = views[0]
+    nested = len(view.args) == 2 and isinstance(view.args[1], (tuple, list))
+    entries = list(view.args[1] if nested else view.args[1:])
+    at = len(entries) + layout.dim
+    if not all(type(e) is int for e in entries) or at < 0 or entries[at] not in (-1, width) or \
+            any(e != 1 for i, e in enumerate(entries) if i != at):
+        return None
+    if entries[at] != -1:
+        ctx.edit((1, at) if nested else (1 + at,), "minus_one", layout.segs[0].space, node=view)
+    channel = next(i for i, s in enumerate(shape) if s != 1) - len(shape)
+    ctx.tensor_role(tensor, replace(layout, rank=len(shape), dim=channel, spatial=None), reader)
     return "role"
 
 

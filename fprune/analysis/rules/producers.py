@@ -148,7 +148,24 @@ def _depthwise(ctx: RuleContext, dim: int) -> Value:
 
 
 def _functional_linear(ctx: RuleContext) -> Value:
-    """F.linear on tensors read directly (a Linear subclass traced through, a tied weight): not sliced."""
+    """F.linear on tensors read directly (timm's Linear subclass, traced through): a consumer.
+
+    The input's channels on dim -1 slice the columns of a weight only this node reads; the output
+    is not pruned.  A weight read elsewhere too (tied) or a tracked weight is not sliced.
+    """
+    x, weight, bias = ctx.arg(0, "input", None), ctx.arg(1, "weight", None), ctx.arg(2, "bias", None)
+    layout, others = ctx.first_tracked()
+    found = ctx.own_tensor(weight) if ctx.is_node(weight) and ctx.value(weight) is None else None
+    tensor = ctx.model_tensor(found[0]) if found is not None else None
+    if layout is not None and all(o is weight or o is bias for o in others) and ctx.value(x) is layout and \
+            layout.dim == -1 and ctx.value(weight) is None and (bias is None or ctx.value(bias) is None) and \
+            tensor is not None and tensor.dim() == 2 and found is not None:
+        resolved = resolve_width(ctx, layout, int(tensor.shape[1]))
+        if resolved is None:
+            return None
+        ctx.tensor_role(found[0], replace(resolved, rank=2, dim=-1, spatial=None),
+                        found[1] if found[1] is not found[0] else None)
+        return None
     if any(True for _ in ctx.tracked_inputs()):
         ctx.unknown("F.linear on a weight that is not one nn.Linear's own (a Linear subclass traced through, "
                     "or a weight tied to another module) cannot be sliced")

@@ -13,7 +13,9 @@ __all__ = ["RULES", "index_tensor"]
 
 
 def index_tensor(ctx: RuleContext, layout: Layout, index: Any) -> Value:
-    """x[i], x[:, i], x[..., a:b]: ints and constant slices over dims other than the channel dim."""
+    """x[i], x[:, i], x[..., a:b]: ints and constant slices over dims other than the channel dim; on the
+    channel dim, a slice from the start to at least the end (GhostNet's ``cat(...)[:, :out]`` with an
+    even ``out``): the whole dim before and after pruning."""
     items = index if isinstance(index, tuple) else (index,)
     full = slice(None, None, None)
     rank = layout.rank
@@ -26,13 +28,24 @@ def index_tensor(ctx: RuleContext, layout: Layout, index: Any) -> Value:
         return None
     p = rank + layout.dim
     if p < len(items) and items[p] != full:
-        ctx.unknown("indexes into the pruned channels")
-        return None
+        if not _whole(layout, items[p]):
+            ctx.unknown("indexes into the pruned channels (supported: x[:, :n] with n at least the "
+                        "channel count, the whole dim; GhostNet with an odd width drops a channel there)")
+            return None
+        items = items[:p] + (full,) + items[p + 1:]
     removed = [d for d, i in enumerate(items) if type(i) is int]
     new_rank = rank - len(removed)
     new_p = p - sum(1 for d in removed if d < p)
     sliced_after = any(i != full for i in items[p + 1:])  # fewer positions after the channels
     return replace(layout, dim=new_p - new_rank, rank=new_rank, spatial=None if sliced_after else layout.spatial)
+
+
+def _whole(layout: Layout, index: Any) -> bool:
+    """Whether ``x[..., index]`` on the channel dim keeps it whole: a slice from 0 to at least its
+    width, which stays whole once channels are removed."""
+    width = layout.width
+    return isinstance(index, slice) and index.start in (None, 0) and index.step in (None, 1) and \
+        type(index.stop) is int and width is not None and index.stop >= width
 
 
 def _flatten(ctx: RuleContext) -> Value:

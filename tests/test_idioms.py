@@ -1,0 +1,153 @@
+"""timm idioms that used to keep channels whole, now exact on both front-ends (issue #14, item 3).
+
+* a layer scale viewed onto the channel dim (ConvNeXt's ``x.mul(gamma.reshape(1, -1, 1, 1))``);
+* ``F.linear`` on a module's own tensors (timm's ``Linear`` subclass, traced through);
+* GhostNet's ``cat([a, b], 1)[:, :out]`` when ``out`` is the whole width.
+
+Each is checked against the float64 original with the removed slices zero; the unsupported
+variants are refused with a reason, never sliced wrongly.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from model_strategies import masks_for, zero_slices
+from models import seeded
+from torch import Tensor, nn
+from torch.export import ExportedProgram
+
+from fprune import Options, analyze, apply_patterns, export, trace
+from fprune.plan import Plan
+from strategies import examples
+
+FRONT_ENDS = ("fx", "export")
+
+
+def _check(model: nn.Module, x: Tensor, masks: dict[str, Tensor], front: str) -> None:
+    """Pruned == zeroed original, on `front`."""
+    source = trace(model) if front == "fx" else export(model, (x,))
+    plan = Plan(analyze(source), masks, Options())
+    pruned = apply_patterns(plan)
+    got = (pruned.module() if isinstance(pruned, ExportedProgram) else pruned)(x)
+    torch.testing.assert_close(got, zero_slices(model, plan.params())(x), rtol=1e-9, atol=1e-9)
+
+
+def _group(model: nn.Module, producer: str) -> object:
+    return next(g for g in analyze(trace(model)).groups if producer in g.producers)
+
+
+VIEWS = {  # name -> (gamma, its width) -> gamma on dim 1 of 4
+    "reshape(1, -1, 1, 1)": lambda g, c: g.reshape(1, -1, 1, 1),
+    "view(1, C, 1, 1)": lambda g, c: g.view(1, c, 1, 1),
+    "reshape((1, C, 1, 1))": lambda g, c: g.reshape((1, c, 1, 1)),
+    "[:, None, None]": lambda g, c: g[:, None, None],
+}
+
+
+class LayerScale(nn.Module):
+    """conv -> x + x * gamma viewed onto dim 1 -> conv."""
+
+    def __init__(self, view: str, width: int) -> None:
+        super().__init__()
+        self.view, self.width = view, width
+        self.conv, self.out = nn.Conv2d(3, width, 3, padding=1), nn.Conv2d(width, 2, 1)
+        self.gamma = nn.Parameter(torch.randn(width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x)
+        return self.out(y + y.mul(VIEWS[self.view](self.gamma, self.width)))
+
+
+@settings(max_examples=examples(15))
+@given(view=st.sampled_from([v for v in VIEWS if "None" not in v]), front=st.sampled_from(FRONT_ENDS), width=st.integers(2, 7),
+       data=st.data())
+def test_layer_scale_views_are_exact(view: str, front: str, width: int, data: st.DataObject) -> None:
+    """A per-channel scale reshaped or viewed onto the channels is sliced with them (an explicit count becomes -1)."""
+    model = seeded(LayerScale(view, width), width)
+    _check(model, torch.randn(2, 3, 4, 4, dtype=torch.float64), {"conv": data.draw(masks_for(width))}, front)
+
+
+def test_layer_scale_by_indexing_is_refused_with_a_reason() -> None:
+    """gamma[:, None, None] (indexing, not a view) is not read as a layer scale: the group stays whole."""
+    group = _group(LayerScale("[:, None, None]", 4), "conv")
+    assert not group.prunable() and "untracked" in group.why_not()
+
+
+class ViewNotScale(nn.Module):
+    """A model tensor viewed to a shape with two non-unit dims: not a per-channel scale."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.out = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 2, 1)
+        self.bias_map = nn.Parameter(torch.randn(16))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.conv(x) + self.bias_map.view(1, 4, 4, 1))
+
+
+def test_a_view_that_is_not_a_channel_scale_is_refused() -> None:
+    group = _group(ViewNotScale(), "conv")
+    assert not group.prunable() and "untracked" in group.why_not()
+
+
+class TimmLinear(nn.Linear):
+    """timm's Linear: an nn.Linear subclass whose forward calls F.linear (traced through)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight.to(x.dtype), self.bias)
+
+
+@pytest.mark.parametrize("front", FRONT_ENDS)
+def test_functional_linear_on_own_tensors_is_a_consumer(front: str) -> None:
+    """F.linear(x, m.weight, m.bias) slices the weight's columns with x's channels; its output stays whole."""
+    model = seeded(nn.Sequential(nn.Linear(3, 6), nn.ReLU(), TimmLinear(6, 2)), 0)
+    assert _group(model, "0").prunable()
+    _check(model, torch.randn(4, 3, dtype=torch.float64), {"0": torch.tensor([1, 0, 1, 1, 0, 1]).bool()}, front)
+
+
+class Tied(nn.Module):
+    """F.linear on a weight another op reads too: not sliced."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.weight = nn.Linear(3, 4), nn.Parameter(torch.randn(4, 4))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(self.fc(x), self.weight) + self.weight.sum()
+
+
+def test_functional_linear_on_a_shared_weight_is_refused() -> None:
+    group = _group(Tied(), "fc")
+    assert not group.prunable() and "also read" in group.why_not()
+
+
+class Ghost(nn.Module):
+    """GhostNet's module: primary conv, cheap depthwise conv on it, concat, slice to `out` channels."""
+
+    def __init__(self, out: int) -> None:
+        super().__init__()
+        init = -(-out // 2)
+        self.width = out
+        self.primary = nn.Conv2d(3, init, 1)
+        self.cheap = nn.Conv2d(init, init, 3, padding=1, groups=init)
+        self.head = nn.Conv2d(out, 2, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.primary(x)
+        return self.head(torch.cat([a, self.cheap(a)], dim=1)[:, :self.width, :, :])
+
+
+@pytest.mark.parametrize("front", FRONT_ENDS)
+def test_ghost_slice_of_the_whole_width_is_exact(front: str) -> None:
+    model = seeded(Ghost(8), 0)
+    _check(model, torch.randn(2, 3, 4, 4, dtype=torch.float64), {"primary": torch.tensor([1, 0, 1, 1]).bool()}, front)
+
+
+def test_ghost_slice_inside_the_channels_is_refused() -> None:
+    """An odd width drops the last cheap channel: refused, the reason naming the supported form."""
+    group = _group(Ghost(7), "primary")
+    assert not group.prunable() and "x[:, :n]" in group.why_not()
