@@ -19,8 +19,9 @@ For every model, at ``topk_mask(0.3)`` with L1 scores and default (exact) option
   parameters kept, and the time of building the pruner plus ``step()`` (deepcopy outside the timer),
   median of ``--reps``; a failure or a run past ``--tp-timeout`` seconds is recorded.
 
-Models torch.fx cannot read (the five of issue #7) go through ``fprune.export`` (the export call is
-inside the timed pipeline).
+Every model is pruned through both front-ends where it can be: ``torch.fx`` (``fprune.trace``) and
+``torch.export`` (``fprune.export``, the export call inside the timed pipeline); the five models of
+issue #7 only through the second (torch.fx cannot read them).  Torch-Pruning runs once per model.
 
     .venv-bench/bin/python benchmarks/bench_widths.py [--reps 3] [--models a,b] [--markdown OUT.md]
 """
@@ -105,17 +106,15 @@ def has_fprune_module(model: nn.Module) -> bool:
     return any(type(m).__module__.startswith("fprune") for m in model.modules())
 
 
-def pipeline(name: str, model: nn.Module, x: Tensor, scorer: Any = score_l1) -> tuple[Any, Any]:
-    """(plan, pruned) through the front-end the model needs."""
-    source = export(model, (x,)) if name in EXPORT_MODELS else model
+def pipeline(front: str, model: nn.Module, x: Tensor, scorer: Any = score_l1) -> tuple[Any, Any]:
+    """(plan, pruned) through `front` ("fx" or "export")."""
+    source = export(model, (x,)) if front == "export" else model
     plan = pipe(source, scorer, topk_mask(SPARSITY))
     return plan, apply_patterns(plan)
 
 
 def run_tp(name: str, reps: int, timeout: int) -> dict[str, Any]:
     """Torch-Pruning's parameters kept and time, or the failure."""
-    if name in EXPORT_MODELS:
-        return {"tp_error": "not run (fx-unreadable model)"}
     spec = arch.timm_spec(name, reps, vit=name in VIT)
     arch.SPARSITY = SPARSITY
     original = build(name)
@@ -140,30 +139,31 @@ def run_tp(name: str, reps: int, timeout: int) -> dict[str, Any]:
     return {"tp_params": kept, "tp_time": statistics.median(times)}
 
 
-def bench(name: str, reps: int, tp_timeout: int) -> dict[str, Any]:
-    row: dict[str, Any] = {"name": name, "front": "export" if name in EXPORT_MODELS else "fx"}
+def bench(name: str, front: str, reps: int, tp_timeout: int, with_tp: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {"name": name, "front": front}
     model = build(name)
     x = make_input(model, torch.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            plan, pruned = pipeline(name, model, x)
+            plan, pruned = pipeline(front, model, x)
             small = module_of(pruned)
             row["params"] = count(small) / count(model)
             row["flops"] = flops(small, x) / flops(model, x)
-            row["time"] = _median(lambda: pipeline(name, model, x), reps)[0]
+            row["time"] = _median(lambda: pipeline(front, model, x), reps)[0]
             model64, x64 = copy.deepcopy(model).double(), x.double()
-            plan64, pruned64 = pipeline(name, model64, x64)
+            plan64, pruned64 = pipeline(front, model64, x64)
             with torch.no_grad():
                 got = module_of(pruned64)(x64)
                 want = zero_slices(model64, plan64.params())(x64)
             row["exact"] = float((got - want).abs().max())
-            _, approx = pipeline(name, model, x, score_with(score_l1, approximate=True))
+            _, approx = pipeline(front, model, x, score_with(score_l1, approximate=True))
             row["approx_params"] = count(module_of(approx)) / count(model)
             row["approx_fprune_module"] = has_fprune_module(module_of(approx))
         except Exception as e:  # noqa: BLE001 - recorded, the run goes on
             row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}"
-    row.update(run_tp(name, reps, tp_timeout))
+    if with_tp:
+        row.update(run_tp(name, reps, tp_timeout))
     return row
 
 
@@ -182,7 +182,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             lines.append(f"| {r['name']} | {r['front']} | error: {r['error']} | | | | | "
                          f"{_pct(r.get('tp_params')) or r.get('tp_error', '')} | |")
             continue
-        tp = _pct(r.get("tp_params")) if "tp_params" in r else r.get("tp_error", "")
+        tp = _pct(r.get("tp_params")) if "tp_params" in r else r.get("tp_error", "(above)")
         tp_time = f"{r['tp_time']:.2f}" if "tp_time" in r else ""
         lines.append(
             f"| {r['name']} | {r['front']} | {_pct(r['params'])} | {_pct(r['flops'])} | {r['exact']:.1e} | "
@@ -201,8 +201,10 @@ def main() -> None:
     torch.set_num_threads(1)
     rows = []
     for name in args.models.split(","):
-        rows.append(bench(name, args.reps, args.tp_timeout))
-        print(table(rows[-1:]).splitlines()[-1], flush=True)
+        fronts = ["export"] if name in EXPORT_MODELS else ["fx", "export"]
+        for front in fronts:
+            rows.append(bench(name, front, args.reps, args.tp_timeout, with_tp=front == fronts[0]))
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
     text = (f"# torch {torch.__version__}, timm {timm.__version__}, torch threads 1, topk_mask({SPARSITY}), "
             f"median of {args.reps}\n\n{table(rows)}\n")
     print(text)

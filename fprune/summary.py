@@ -34,17 +34,21 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 from torch import Tensor, nn
 from torch.export import ExportedProgram
 from torch.fx import GraphModule, Node
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+from torch.utils._pytree import tree_leaves
 from typing_extensions import TypeAlias
 
 from fprune.errors import InvalidArgumentError, InvalidTypeError
 from fprune.trace import trace
+
+if TYPE_CHECKING:
+    from fprune.plan import Plan
 
 __all__ = ["summary", "Summary", "LayerRow", "count_macs", "macs_by_module", "count_params"]
 
@@ -291,6 +295,8 @@ class Summary:
     params_after: int  # all parameter entries of the pruned model
     macs_before: int | None  # total MACs on the example input (None without one)
     macs_after: int | None  # the same for the pruned model
+    output_error: float | None = None  # ||pruned(x) - zeroed(x)|| / ||zeroed(x)|| (with a plan; see summary)
+    approximate: bool = False  # the plan was made with approximate=True
 
     @property
     def params_ratio(self) -> float:
@@ -330,7 +336,14 @@ class Summary:
                 c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, _NUMERIC)
             ).rstrip()
 
-        return "\n".join(line(r) for r in [*head, rule, *body, rule, *foot])
+        return "\n".join([*(line(r) for r in [*head, rule, *body, rule, *foot]), *self._error_line()])
+
+    def _error_line(self) -> list[str]:
+        if self.output_error is None:
+            return []
+        kind = "approximate=True" if self.approximate else "exact up to rounding"
+        return [f"output vs the original with the removed channels zero: relative error "
+                f"{self.output_error:.2e} ({kind})"]
 
     def __repr__(self) -> str:
         return str(self)
@@ -357,7 +370,7 @@ class Summary:
         params_after = f"**{total[5]}**" + (f" ({ratio[5]})" if ratio[5] else "")
         macs_after = f"**{total[7]}**" + (f" ({ratio[7]})" if ratio[7] else "")
         lines.append(f"| **total** | | | | **{total[4]}** | {params_after} | **{total[6]}** | {macs_after} |")
-        return "\n".join(lines)
+        return "\n".join(lines + ["", *self._error_line()] if self.output_error is not None else lines)
 
     def _repr_markdown_(self) -> str:
         return self.to_markdown()
@@ -372,7 +385,7 @@ def _holds_state(module: nn.Module) -> bool:
 
 
 def summary(original: nn.Module | ExportedProgram, pruned: nn.Module | ExportedProgram,
-            example_input: ExampleInput | None = None) -> Summary:
+            example_input: ExampleInput | None = None, *, plan: Plan | None = None) -> Summary:
     """Per-layer table of channels, params and MACs of `original` and `pruned`.
 
     Rows are the modules of `original` that hold parameters or buffers
@@ -380,12 +393,19 @@ def summary(original: nn.Module | ExportedProgram, pruned: nn.Module | ExportedP
     with the module of the same name in `pruned`.  With `example_input`, MACs
     of Linear, Conv and LSTM modules are counted on it for both models (see
     :func:`macs_by_module`; give the pruned model's input, the same for both
-    unless pruning changed the input).  Does not modify either model.
+    unless pruning changed the input).  With the `plan` that made `pruned` too,
+    ``output_error`` is the measured relative error of the pruned model's output
+    against the original with every slice the plan removes set to zero, on
+    `example_input` (an ExportedProgram without one: its own example inputs, the
+    tracing input): rounding only for an exact plan, the price of
+    ``approximate=True`` otherwise (a LayerNorm over the kept channels only).
+    Does not modify either model.
 
     Args:
         original: the model before pruning (an ``nn.Module``, a GraphModule or an ExportedProgram).
         pruned: the model after pruning, e.g. the result of ``apply_patterns``.
         example_input: optional tensor (or tuple of tensors) to count MACs on.
+        plan: optional :class:`fprune.Plan` that made `pruned`, to measure ``output_error``.
 
     Returns:
         A frozen :class:`Summary`: ``print`` it, or call ``to_markdown()``.
@@ -409,6 +429,7 @@ def summary(original: nn.Module | ExportedProgram, pruned: nn.Module | ExportedP
     """
     from fprune.frontends import lift
 
+    error = None if plan is None else _output_error(original, pruned, example_input, plan)
     # an ExportedProgram is summarised through its lifted graph: the same module names and classes
     original, pruned = (lift(m).graph if isinstance(m, ExportedProgram) else m for m in (original, pruned))
     models: tuple[Any, Any] = (original, pruned)
@@ -446,4 +467,41 @@ def summary(original: nn.Module | ExportedProgram, pruned: nn.Module | ExportedP
         params_after=count_params(pruned),
         macs_before=None if macs_a is None else sum(macs_a.values()),
         macs_after=None if macs_b is None else sum(macs_b.values()),
+        output_error=error,
+        approximate=plan is not None and plan.options.approximate,
     )
+
+
+def _output_error(original: Any, pruned: Any, example_input: ExampleInput | None, plan: Plan) -> float | None:
+    """max over output tensors of ||pruned(x) - zeroed(x)|| / ||zeroed(x)||, on `example_input` (or a
+    program's own example inputs); None when there is no input or the outputs differ in shape."""
+    kwargs: dict[str, Any] = {}
+    if example_input is not None:
+        inputs = _as_inputs(example_input, "summary")
+    elif isinstance(original, ExportedProgram) and original.example_inputs is not None:
+        inputs, kwargs = original.example_inputs
+    else:
+        return None
+    zeroed = copy.deepcopy(original.module() if isinstance(original, ExportedProgram) else original)
+    tensors = dict(zeroed.named_parameters()) | dict(zeroed.named_buffers())
+    with torch.no_grad():
+        for fqn, entries in plan.params().items():
+            tensor = tensors.get(fqn)
+            if tensor is None:
+                return None
+            for entry in entries:
+                removed = torch.ones(tensor.shape[entry["dim"]], dtype=torch.bool)
+                removed[entry["keep"]] = False
+                tensor.index_fill_(entry["dim"], removed.nonzero().squeeze(1).to(tensor.device), 0)
+        run = pruned.module() if isinstance(pruned, ExportedProgram) else pruned
+        try:
+            want, got = tree_leaves(zeroed(*inputs, **kwargs)), tree_leaves(run(*inputs, **kwargs))
+        except Exception as e:  # a model that cannot run on the input: the user's input is wrong
+            raise InvalidArgumentError(
+                f"summary could not run the models on example_input to measure the output error: "
+                f"{type(e).__name__}: {e}. Fix: pass an input both models accept, or leave out plan="
+            ) from e
+    pairs = [(g, w) for g, w in zip(got, want) if isinstance(w, Tensor) and w.is_floating_point()]
+    if len(got) != len(want) or not pairs or any(not isinstance(g, Tensor) or g.shape != w.shape for g, w in pairs):
+        return None  # outputs pruned too (prune_outputs=True): no like-for-like comparison
+    return max(float((g.double() - w.double()).norm() / w.double().norm().clamp_min(1e-300)) for g, w in pairs)

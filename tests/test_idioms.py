@@ -151,3 +151,91 @@ def test_ghost_slice_inside_the_channels_is_refused() -> None:
     """An odd width drops the last cheap channel: refused, the reason naming the supported form."""
     group = _group(Ghost(7), "primary")
     assert not group.prunable() and "x[:, :n]" in group.why_not()
+
+
+class GhostBottleneck(nn.Module):
+    """A conv shortcut (one space of 2k channels) added to a Ghost module's [a, cheap(a)] (k channels twice),
+    then an identity residual around a second Ghost module."""
+
+    def __init__(self, tied: bool = True) -> None:
+        super().__init__()
+        self.stem, self.g1, self.short, self.g2 = nn.Conv2d(3, 6, 1), Ghost(8), nn.Conv2d(6, 8, 1), Ghost(8)
+        self.g1.primary, self.g2.primary = nn.Conv2d(6, 4, 1), nn.Conv2d(8, 4, 1)
+        self.other = None if tied else nn.Conv2d(6, 4, 1)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem(x)
+        if self.other is None:
+            a = self.g1.primary(x)
+            y = torch.cat([a, self.g1.cheap(a)], dim=1)[:, :8] + self.short(x)
+        else:  # two different producers side by side: the shortcut's halves would need two masks
+            y = torch.cat([self.g1.primary(x), self.other(x)], dim=1) + self.short(x)
+        a = self.g2.primary(y)
+        return self.head(y + torch.cat([a, self.g2.cheap(a)], dim=1)[:, :8])
+
+
+@pytest.mark.parametrize("front", FRONT_ENDS)
+def test_ghost_shortcut_is_tiled_exactly(front: str) -> None:
+    """The shortcut's channel u and k + u go with a's channel u: one unit, exact."""
+    model, x = seeded(GhostBottleneck(), 0), torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    group = _group(model, "short")
+    assert group.prunable() and group.size == 4
+    _check(model, x, {"short": torch.tensor([1, 0, 1, 1]).bool(), "stem": torch.tensor([1, 1, 0, 1, 0, 1]).bool()},
+           front)
+
+
+def test_shortcut_over_two_producers_is_refused() -> None:
+    group = _group(GhostBottleneck(tied=False), "short")
+    assert not group.prunable() and "n copies" in group.why_not()
+
+
+class SwinWindows(nn.Module):
+    """Swin's window padding and shifted windows on channels-last tokens: F.pad of other dims, torch.roll."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.norm, self.out = nn.Linear(3, 6), nn.LayerNorm(6), nn.Linear(6, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.pad(self.norm(self.fc(x)), (0, 0, 0, 1, 0, 1))
+        y = torch.roll(y, shifts=(-1, -1), dims=(1, 2))
+        return self.out(y[:, :4, :4, :].contiguous())
+
+
+class LinearNorm(nn.Module):
+    """LeViT's LinearNorm: Linear, then BatchNorm1d over the flattened tokens, reshaped back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.bn, self.out = nn.Linear(3, 6), nn.BatchNorm1d(6), nn.Linear(6, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.fc(x)
+        return self.out(self.bn(y.flatten(0, 1)).reshape_as(y))
+
+
+@pytest.mark.parametrize("model, x", [(SwinWindows(), torch.randn(2, 4, 4, 3)), (LinearNorm(), torch.randn(2, 5, 3))],
+                         ids=["swin-windows", "levit-linear-norm"])
+def test_pad_roll_and_reshape_as_under_export(model: nn.Module, x: Tensor) -> None:
+    """Exact through torch.export, which records every rank; torch.fx, which does not, refuses with the reason."""
+    model = seeded(model, 0)
+    mask = torch.tensor([1, 0, 1, 1, 0, 1]).bool()
+    _check(model, x.double(), {"fc": mask}, "export")
+    assert "rank" in str(_group(model, "fc").why_not())
+
+
+class PadChannels(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.out = nn.Linear(3, 4), nn.Linear(6, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(F.pad(self.fc(x), (1, 1)))
+
+
+def test_pad_of_the_channel_dim_is_refused() -> None:
+    model = PadChannels()
+    program = export(model, (torch.randn(2, 3),))
+    group = next(g for g in analyze(program).groups if "fc" in g.producers)
+    assert not group.prunable() and "pads the channel dim" in group.why_not()

@@ -233,3 +233,22 @@ def test_a_mask_removing_every_channel_is_refused(norm: str) -> None:
     with pytest.raises(InvalidMaskError):
         apply_patterns(model, {"embed": torch.zeros(6, dtype=torch.bool)})
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+class _SharedNorm(nn.Module):
+    """One RMSNorm module (one eps) called on the channels of two producers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.norm, self.out = nn.Linear(3, 4), nn.Linear(3, 4), nn.RMSNorm(4, 1e-6), nn.Linear(8, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(torch.cat([self.norm(self.a(x)), self.norm(self.b(x))], -1))
+
+
+def test_one_norm_on_two_groups_is_refused() -> None:
+    """Its one eps and weight cannot follow two masks: both groups are refused, naming the module."""
+    groups = {g.name: g for g in analyze(trace(_SharedNorm())).groups}
+    for name in ("a", "b"):
+        assert not groups[name].prunable(Options(approximate=True))
+        assert "module 'norm' is called several times on different channels" in groups[name].why_not()

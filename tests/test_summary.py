@@ -141,3 +141,25 @@ def test_summary_errors() -> None:
 
     with pytest.raises(TraceError):
         count_macs(Branchy(), torch.zeros(1))
+
+
+def test_summary_measures_the_output_error_of_a_plan() -> None:
+    """With plan=, summary measures pruned vs zeroed original: rounding when exact, the cost of approximate."""
+    from fprune import export, score_with
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 8), nn.LayerNorm(8), nn.GELU(), nn.Linear(8, 8), nn.ReLU(),
+                        nn.Linear(8, 2)).double()
+    x = torch.randn(16, 3, dtype=torch.float64)
+    exact = topk_mask(0.5)(score_l1(net))
+    approx = topk_mask(0.5)(score_with(score_l1, approximate=True)(net))
+    s_exact = summary(net, apply_patterns(exact), x, plan=exact)
+    s_approx = summary(net, apply_patterns(approx), x, plan=approx)
+    assert s_exact.output_error is not None and s_exact.output_error < 1e-12 and not s_exact.approximate
+    assert s_approx.output_error is not None and s_approx.output_error > 1e-6 and s_approx.approximate
+    assert "approximate=True" in str(s_approx) and "relative error" in s_approx.to_markdown()
+    assert summary(net, apply_patterns(exact), x).output_error is None  # no plan, nothing measured
+    program = export(net, (x,))  # a program: its own example inputs are the tracing input
+    plan = topk_mask(0.5)(score_with(score_l1, approximate=True)(program))
+    measured = summary(program, apply_patterns(plan), plan=plan).output_error
+    assert measured is not None and measured == pytest.approx(s_approx.output_error, rel=1e-6)

@@ -206,6 +206,10 @@ class RuleContext:
         """Makes two spaces one (removing a channel removes it in both); False if their splits differ."""
         return self._engine.union(a, b)
 
+    def same_space(self, a: int, b: int) -> bool:
+        """Whether two raw spaces are already one."""
+        return self._engine.find(a) == self._engine.find(b)
+
     def refine(self, space: int, unit_size: int, inner: int, outer: int) -> int | None:
         """Splits a space into units of ``inner`` channels repeated ``outer`` times; see the engine."""
         return self._engine.refine(space, unit_size, inner, outer)

@@ -56,6 +56,9 @@ _VOCABULARY: dict[str, str] = {
     "group_norm": "GroupNorm: pruned by whole norm groups",
     # shapes
     "reshape": "view/reshape: (batch, -1), (..., heads, head_dim) splits and their merges",
+    "reshape_as": "x.reshape_as(y) / x.view_as(y): back to y's leading dims, the channels last in both",
+    "pad": "F.pad with zeros on dims other than the channels (Swin's window padding)",
+    "roll": "torch.roll over dims other than the channels (Swin's shifted windows)",
     "flatten": "flatten a range of dims",
     "permute": "permute dims",
     "transpose": "swap two dims",

@@ -66,6 +66,8 @@ ATEN_OPS: Mapping[Any, Any] = MappingProxyType({
     aten.clone.default: "method:clone", aten.contiguous.default: "method:contiguous",
     aten.alias.default: "method:contiguous", aten.detach.default: "method:detach",
     aten.to.dtype: "method:to", aten.to.dtype_layout: "method:to", aten.type_as.default: "method:type_as",
+    aten.reshape_as.default: "method:reshape_as", aten.view_as.default: "method:reshape_as",
+    aten.pad.default: F.pad, aten.constant_pad_nd.default: torch.constant_pad_nd, aten.roll.default: torch.roll,
     aten._to_copy.default: "method:to", aten.to.device: "method:to",
     aten.pow.Tensor_Scalar: torch.pow, aten.pow.Tensor_Tensor: torch.pow, aten.rsqrt.default: torch.rsqrt,
     aten.sqrt.default: torch.sqrt, aten.cos.default: torch.cos, aten.sin.default: torch.sin,

@@ -97,7 +97,7 @@ def _build_index() -> Index:
                       torch.amax: "reduce", torch.where: "where", torch.cumsum: "cumsum", torch.diff: "diff",
                       torch.gather: "gather", torch.arange: "factory", torch.ones: "factory",
                       torch.zeros: "factory", torch.full: "factory", torch.empty: "factory",
-                      torch.scalar_tensor: "factory"})
+                      torch.scalar_tensor: "factory", F.pad: "pad", torch.constant_pad_nd: "pad", torch.roll: "roll"})
     for k in (1, 2, 3):
         for kind in ("max_pool", "avg_pool", "adaptive_max_pool", "adaptive_avg_pool"):
             op = f"{kind}{k}d"
@@ -108,7 +108,7 @@ def _build_index() -> Index:
     methods.update({"chunk": "chunk", "split": "split", "permute": "permute", "transpose": "transpose",
                     "unbind": "unbind", "matmul": "matmul", "softmax": "softmax", "log_softmax": "softmax",
                     "size": "shape_query", "dim": "shape_query", "flatten": "flatten", "view": "reshape",
-                    "reshape": "reshape", "mean": "reduce", "sum": "reduce", "amax": "reduce",
+                    "reshape": "reshape", "reshape_as": "reshape_as", "view_as": "reshape_as", "roll": "roll", "mean": "reduce", "sum": "reduce", "amax": "reduce",
                     "type_as": "cast_as", "expand": "expand", "cumsum": "cumsum", "new_ones": "factory",
                     "new_zeros": "factory", "new_full": "factory", "new_empty": "factory"})
     return Index(MappingProxyType(modules), MappingProxyType(functions), MappingProxyType(methods))

@@ -50,16 +50,19 @@ def binary(ctx: RuleContext) -> Value:
         ctx.unknown("combines pruned channels with an untracked tensor operand; "
                     "leave the producing module out of the masks")
         return None
-    first = tracked[0]
+    first = finest = tracked[0]
     for other in tracked[1:]:
-        if (
-            other.dim != first.dim
-            or other.factor != first.factor
-            or [s.size for s in other.segs] != [s.size for s in first.segs]
-        ):
+        if other.dim != first.dim or other.factor != first.factor:
             ctx.unknown("combines tensors whose channel layouts differ")
             return None
-    for other in tracked[1:]:
+        if [s.size for s in other.segs] != [s.size for s in first.segs]:
+            coarse, fine = (first, other) if len(first.segs) < len(other.segs) else (other, first)
+            if not _tile(ctx, coarse, fine):
+                ctx.unknown("combines tensors whose channel layouts differ (supported besides equal "
+                            "layouts: one producer's channels added to n copies of another's, GhostNet)")
+                return None
+            finest = fine
+            continue
         for a, b in zip(first.segs, other.segs):
             if not ctx.couple(a.space, b.space):
                 ctx.unknown("combines channels split into heads differently")
@@ -67,7 +70,21 @@ def binary(ctx: RuleContext) -> Value:
     if len(tracked) > 1:
         # the constant a removed channel emits is now a sum of several producers' constants
         ctx.block(first, "fold", "couples several producers; their biases are not folded")
-    return ctx.with_path(first) if len(tracked) == 1 else replace(first, segs=tuple(replace(s, path=()) for s in first.segs))
+    return ctx.with_path(first) if len(tracked) == 1 else replace(finest, segs=tuple(replace(s, path=()) for s in finest.segs))
+
+
+def _tile(ctx: RuleContext, coarse: Layout, fine: Layout) -> bool:
+    """Couples one space with n copies of another laid side by side (GhostNet: a conv shortcut added to
+    ``cat([a, cheap(a)])``, the depthwise ``cheap`` keeping a's channels): channel ``o*k + u`` of the
+    coarse space becomes unit ``u``, the same channel of the fine space in every copy."""
+    if len(coarse.segs) != 1 or len(fine.segs) < 2 or coarse.factor != 1:
+        return False
+    k, n = fine.segs[0].size, len(fine.segs)
+    if any(s.size != k or not ctx.same_space(s.space, fine.segs[0].space) for s in fine.segs) or \
+            coarse.segs[0].size != n * k:
+        return False
+    unit = ctx.refine(coarse.segs[0].space, k, 1, n)
+    return unit is not None and ctx.couple(unit, fine.segs[0].space)
 
 
 def _prelu(ctx: RuleContext) -> Value:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import torch
+
 from fprune.analysis.context import RuleContext
 from fprune.analysis.rules.common import sole_layout, source_layout
 from fprune.analysis.values import Layout, Seg, Value
@@ -234,4 +236,56 @@ def _expand(ctx: RuleContext) -> Value:
     return replace(layout, rank=len(sizes), spatial=None)
 
 
-RULES = {"expand": _expand, "reshape": _reshape, "flatten": _flatten, "permute": _permute, "transpose": _transpose}
+def _reshape_as(ctx: RuleContext) -> Value:
+    """x.reshape_as(y): LeViT's ``bn(x.flatten(0, 1)).reshape_as(x)``: x and y carry the same channels
+    last, so only the leading dims change (to y's)."""
+    x, y = ctx.arg(0, "self", None), ctx.arg(1, "other", None)
+    lx, ly = ctx.value(x), ctx.value(y)
+    if isinstance(lx, Layout) and isinstance(ly, Layout) and lx.dim == ly.dim == -1 and \
+            lx.factor == ly.factor and len(lx.segs) == len(ly.segs) and \
+            all(a.size == b.size and ctx.same_space(a.space, b.space) for a, b in zip(lx.segs, ly.segs)):
+        return replace(ly, segs=lx.segs)
+    ctx.unknown("reshapes the pruned channels to another tensor's shape (supported: both with the same "
+                "channels last, x.flatten(0, 1) then reshape_as(x))")
+    return None
+
+
+def _pad(ctx: RuleContext) -> Value:
+    """F.pad(x, pad, "constant", 0): zeros on other dims are zero in every channel, removed ones too."""
+    layout = source_layout(ctx)
+    if layout is None:
+        return None
+    pad, mode, value = ctx.arg(1, "pad", None), ctx.arg(2, "mode", "constant"), ctx.arg(3, "value", None)
+    if ctx.node.target is torch.constant_pad_nd:  # (input, pad, value)
+        mode, value = "constant", ctx.arg(2, "value", 0)
+    if not isinstance(pad, (tuple, list)) or not all(type(p) is int for p in pad) or len(pad) % 2 or \
+            mode != "constant" or value not in (None, 0, 0.0):
+        ctx.unknown("pads the pruned channels with something other than constant zeros, or by sizes "
+                    "computed at run time")
+        return None
+    at = -layout.dim - 1  # pad pairs run from the last dim backwards
+    if 2 * at + 1 < len(pad) and (pad[2 * at] or pad[2 * at + 1]):
+        ctx.unknown("pads the channel dim itself")
+        return None
+    return replace(layout, spatial=None)
+
+
+def _roll(ctx: RuleContext) -> Value:
+    """torch.roll(x, shifts, dims) over other dims: each channel moves as a whole."""
+    layout = source_layout(ctx)
+    if layout is None:
+        return None
+    dims = ctx.arg(2, "dims", None)
+    dims = (dims,) if type(dims) is int else dims
+    rank = layout.rank
+    if rank is None:
+        ctx.unknown("rolls a tensor of unknown rank (torch.fx records none; fprune.export does)")
+        return None
+    if not isinstance(dims, (tuple, list)) or not dims or not all(type(d) is int for d in dims) or \
+            any(d % rank == rank + layout.dim for d in dims):
+        ctx.unknown("rolls over the pruned channels, or over all dims at once (no dims)")
+        return None
+    return ctx.with_path(layout)
+
+
+RULES = {"reshape_as": _reshape_as, "pad": _pad, "roll": _roll, "expand": _expand, "reshape": _reshape, "flatten": _flatten, "permute": _permute, "transpose": _transpose}
