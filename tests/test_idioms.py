@@ -239,3 +239,14 @@ def test_pad_of_the_channel_dim_is_refused() -> None:
     program = export(model, (torch.randn(2, 3),))
     group = next(g for g in analyze(program).groups if "fc" in g.producers)
     assert not group.prunable() and "pads the channel dim" in group.why_not()
+
+
+@pytest.mark.parametrize("model, x", [(seeded(nn.Sequential(nn.Linear(3, 6), nn.ReLU(), TimmLinear(6, 2)), 0),
+                                        torch.randn(4, 3)), (seeded(SwinWindows(), 0), torch.randn(2, 4, 4, 3))],
+                         ids=["functional-linear", "pad"])
+def test_fold_bias_keeps_these_groups_whole(model: nn.Module, x: Tensor) -> None:
+    """fold_bias=True cannot fold a removed channel's constant through them: the group keeps its size."""
+    first = "0" if isinstance(model, nn.Sequential) else "fc"
+    program = export(model, (x.double(),))
+    group = next(g for g in analyze(program).groups if first in g.producers)
+    assert group.prunable() and "fold" in {b.kind for b in group.blocks}

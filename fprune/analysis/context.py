@@ -25,7 +25,9 @@ from torch import Tensor
 from torch.fx import Node
 from typing_extensions import TypeAlias
 
-from fprune.analysis.values import ArgPath, BlockKind, Edit, Layout, LSTMOut, AttnOut, NormSite, Role, Value, layout_key, segs_of
+from fprune.analysis.values import (
+    ArgPath, AttnOut, BlockKind, Edit, Layout, LSTMOut, NormSite, Role, Value, layout_key, segs_of,
+)
 from fprune.trace import attribute
 
 if TYPE_CHECKING:

@@ -247,9 +247,12 @@ def _exact_norms(
     widen: list[tuple[str, int]] = []
     for site in analysis.norms:
         keep = expand(analysis, site.layout, masks)
-        if keep is None:
-            continue
+        if keep is None or bool(keep.all()):
+            continue  # none of its channels removed: the norm is unchanged
         full, kept = keep.numel(), int(keep.sum())
+        if kept == 0:
+            raise InvalidMaskError(f"the masks remove every channel normalised by node {site.node!r}; keep at "
+                                   "least one channel of each group")
         owner, tname = site.module or "", "weight"
         if site.weight is not None:
             owner, _, tname = site.weight.rpartition(".")

@@ -108,7 +108,8 @@ def _build_index() -> Index:
     methods.update({"chunk": "chunk", "split": "split", "permute": "permute", "transpose": "transpose",
                     "unbind": "unbind", "matmul": "matmul", "softmax": "softmax", "log_softmax": "softmax",
                     "size": "shape_query", "dim": "shape_query", "flatten": "flatten", "view": "reshape",
-                    "reshape": "reshape", "reshape_as": "reshape_as", "view_as": "reshape_as", "roll": "roll", "mean": "reduce", "sum": "reduce", "amax": "reduce",
+                    "reshape": "reshape", "reshape_as": "reshape_as", "view_as": "reshape_as", "roll": "roll",
+                    "mean": "reduce", "sum": "reduce", "amax": "reduce",
                     "type_as": "cast_as", "expand": "expand", "cumsum": "cumsum", "new_ones": "factory",
                     "new_zeros": "factory", "new_full": "factory", "new_empty": "factory"})
     return Index(MappingProxyType(modules), MappingProxyType(functions), MappingProxyType(methods))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import Tensor, nn
 from torch.export import ExportedProgram
 from torch.fx import Graph, GraphModule, Node
@@ -114,8 +115,6 @@ def rebuild_program(lifted: Lifted, change: Rewrite) -> ExportedProgram:
 def _widen_layer_norm(graph: Graph, node: Node, full: int) -> None:
     """``layer_norm(x, [d'], w, b)`` -> ``layer_norm(pad(x, d - d'), [d])[..., :d'] * w + b``: the
     statistics of the original width with the removed channels zero (what PrunedLayerNorm computes)."""
-    import torch
-
     aten = torch.ops.aten
     defaults: tuple[Any, ...] = (None, None, None, None, 1e-5)  # aten.layer_norm(input, shape, weight, bias, eps)
     x, shape, w, b, eps = (list(node.args) + list(defaults[len(node.args):]))[:5]

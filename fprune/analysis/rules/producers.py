@@ -24,7 +24,10 @@ def _producer(in_dim: int, out_dim: int, spatial_dims: int, out_size: Callable[[
         in_layout = None
         if layout is not None:
             if others or layout.dim != in_dim:
-                ctx.unknown(f"reads pruned channels on dim {layout.dim}, expected {in_dim}")
+                across = in_dim == -1 and not spatial_dims and not others
+                ctx.unknown(f"reads pruned channels on dim {layout.dim}, expected {in_dim}" + (
+                    ": a Linear across another dim (MLP-Mixer's token mixing) maps a removed, zero channel "
+                    "to its bias, so removing the channel is not exact" if across else ""))
                 layout = None
             else:
                 in_layout = resolve_width(ctx, layout, in_width(module))
@@ -165,6 +168,7 @@ def _functional_linear(ctx: RuleContext) -> Value:
             return None
         ctx.tensor_role(found[0], replace(resolved, rank=2, dim=-1, spatial=None),
                         found[1] if found[1] is not found[0] else None)
+        ctx.block(resolved, "fold", "F.linear on a module's own tensors: no module bias to fold into")
         return None
     if any(True for _ in ctx.tracked_inputs()):
         ctx.unknown("F.linear on a weight that is not one nn.Linear's own (a Linear subclass traced through, "

@@ -267,6 +267,7 @@ def _pad(ctx: RuleContext) -> Value:
     if 2 * at + 1 < len(pad) and (pad[2 * at] or pad[2 * at + 1]):
         ctx.unknown("pads the channel dim itself")
         return None
+    ctx.block(layout, "fold", "zero padding: a removed channel's constant is not constant at the border")
     return replace(layout, spatial=None)
 
 
@@ -285,7 +286,8 @@ def _roll(ctx: RuleContext) -> Value:
             any(d % rank == rank + layout.dim for d in dims):
         ctx.unknown("rolls over the pruned channels, or over all dims at once (no dims)")
         return None
-    return ctx.with_path(layout)
+    return layout  # a removed channel's constant (bias folding) rolls onto itself: nothing to evaluate
 
 
-RULES = {"reshape_as": _reshape_as, "pad": _pad, "roll": _roll, "expand": _expand, "reshape": _reshape, "flatten": _flatten, "permute": _permute, "transpose": _transpose}
+RULES = {"expand": _expand, "reshape": _reshape, "flatten": _flatten, "permute": _permute, "transpose": _transpose,
+         "reshape_as": _reshape_as, "pad": _pad, "roll": _roll}
