@@ -31,8 +31,9 @@ def index_tensor(ctx: RuleContext, layout: Layout, index: Any) -> Value:
     p = rank + layout.dim
     if p < len(items) and items[p] != full:
         if not _whole(layout, items[p]):
-            ctx.unknown("indexes into the pruned channels (supported: x[:, :n] with n at least the "
-                        "channel count, the whole dim; GhostNet with an odd width drops a channel there)")
+            ctx.unknown("indexes into the pruned channels (on the channel dim only x[..., :n] with n at "
+                        "least the channel count is followed; a slice inside them, as Phi-3's fused qkv "
+                        "or GhostNet with an odd width, is not)")
             return None
         items = items[:p] + (full,) + items[p + 1:]
     removed = [d for d, i in enumerate(items) if type(i) is int]
