@@ -250,3 +250,46 @@ def test_fold_bias_keeps_these_groups_whole(model: nn.Module, x: Tensor) -> None
     program = export(model, (x.double(),))
     group = next(g for g in analyze(program).groups if first in g.producers)
     assert group.prunable() and "fold" in {b.kind for b in group.blocks}
+
+
+class PatchMerging(nn.Module):
+    """Swin's patch merging: (B, H, W, C) -> (B, H/2, W/2, 2, 2, C) -> flatten -> LayerNorm(4C) -> Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.norm, self.reduction, self.out = nn.Linear(3, 4), nn.LayerNorm(16), nn.Linear(16, 5), \
+            nn.Linear(5, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.fc(x)
+        b, h, w, c = y.shape
+        y = y.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        return self.out(self.reduction(self.norm(y)))
+
+
+class SwinQKV(nn.Module):
+    """Swin's qkv split with the head dim inferred: reshape(B, N, 3, heads, -1), then attention."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.proj, self.heads = nn.Linear(4, 24), nn.Linear(8, 3), 2
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+
+
+def test_patch_merging_copies_the_channels_four_times() -> None:
+    """flatten(3) of (..., 2, 2, C): the channels in four blocks, one mask for all four (export records the sizes)."""
+    model = seeded(PatchMerging(), 0)
+    _check(model, torch.randn(2, 4, 4, 3, dtype=torch.float64), {"fc": torch.tensor([1, 0, 1, 1]).bool()}, "export")
+
+
+def test_qkv_split_with_inferred_head_dim_prunes_heads() -> None:
+    model, x = seeded(SwinQKV(), 0), torch.randn(2, 5, 4, dtype=torch.float64)
+    program = export(model, (x,))
+    group = next(g for g in analyze(program).groups if "qkv" in g.producers)
+    assert group.prunable() and group.size == 2  # one unit per head
+    _check(model, x, {"qkv": torch.tensor([False, True])}, "export")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -76,7 +77,12 @@ def _flatten_range(ctx: RuleContext, layout: Layout, start: int, end: int) -> Va
     if p < s or p > e:
         return replace(layout, dim=(p if p < s else p - (e - s)) - new_rank, rank=new_rank)
     if p != s:
-        ctx.unknown("flattens leading dims together with the pruned channels")
+        shape = ctx.shape(ctx.args[0]) if ctx.args else None
+        if p == e and shape is not None and layout.factor == 1:  # (..., 2, 2, C) -> (..., 4C): 4 copies
+            copies = math.prod(shape[s:p])
+            return replace(layout, dim=s - new_rank, rank=new_rank, segs=layout.segs * copies)
+        ctx.unknown("flattens leading dims together with the pruned channels (followed: the channels "
+                    "last in the flattened dims, with their sizes known, as fprune.export records them)")
         return None
     inner = layout.spatial if e == rank - 1 else None
     factor = None if (inner is None or layout.factor is None) else layout.factor * inner
@@ -155,6 +161,18 @@ def _reshape(ctx: RuleContext) -> Value:
             return None
         ctx.block_spaces([space], "fold", "attention heads: their biases are not folded")
         return Layout(-2, (Seg(space, width // inner),), rank=len(shape), spatial=inner)
+    # (..., [3,] heads, -1): head_dim inferred, the head count follows pruning (Swin's qkv)
+    split = shape[p:-1] if p is not None else []
+    if layout.dim == -1 and single and width and p is not None and len(shape) >= p + 2 and shape[-1] == -1 \
+            and split and all(type(s) is int and s > 0 for s in split) and width % math.prod(split) == 0:
+        unit, outer, inner = split[-1], math.prod(split[:-1]), width // math.prod(split)
+        space = ctx.refine(layout.segs[0].space, unit, inner, outer)
+        if space is None:
+            ctx.unknown("splits channels already split differently")
+            return None
+        ctx.edit(paths[-2], "count", space)
+        ctx.block_spaces([space], "fold", "attention heads: their biases are not folded")
+        return Layout(-2, (Seg(space, unit),), rank=len(shape), spatial=inner)
     ctx.unknown("reshapes the pruned channels in a way fprune does not understand; "
                 "supported: (batch, -1), (..., heads, head_dim) splits and their merges")
     return None
