@@ -3,7 +3,8 @@
 Tiny random configs, built offline.  Skipped when transformers is not installed (CI installs the
 ``hf`` extra, so it runs there).  What is asserted is the front-end's coverage, the subject of the
 export work: no group is kept whole because of an op the analysis has no rule for, and what is
-pruned (the MLP widths today; heads and hidden widths are later work) is exact in float64.
+pruned (MLP widths, attention heads and grouped-query KV groups, the hidden width of RMSNorm
+families) is exact in float64.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import pytest
 import torch
 from model_strategies import zero_slices
 
-from fprune import analyze, apply_patterns, export, score_l1, topk_mask
+from fprune import Options, analyze, apply_patterns, export, score_l1, topk_mask
+from fprune.plan import Plan
 
 transformers = pytest.importorskip("transformers")
 
@@ -73,3 +75,31 @@ def test_every_op_is_read_and_mlp_pruning_is_exact(build) -> None:  # type: igno
     torch.testing.assert_close(_main_output(got), _main_output(expected), rtol=tol, atol=tol)
     assert all(torch.equal(v, program.state_dict[k]) for k, v in state.items())  # input unchanged
     assert sum(v.numel() for v in small.state_dict.values()) < sum(v.numel() for v in state.values())
+
+
+def _qwen3() -> torch.nn.Module:  # per-head q/k RMSNorm over head_dim, GQA
+    cfg = transformers.Qwen3Config(**SIZES, num_key_value_heads=2, head_dim=8)
+    return transformers.Qwen3ForCausalLM(cfg)
+
+
+@pytest.mark.parametrize("build", [_llama, _qwen3, _bert], ids=["llama", "qwen3", "bert"])
+def test_attention_heads_and_kv_groups_are_pruned_exactly(build) -> None:  # type: ignore[no-untyped-def]
+    """Heads of every layer (whole KV groups under GQA: repeat_kv ties each key/value head to its
+    query heads), the other widths kept: exact in float64 through the program's edited sizes."""
+    torch.manual_seed(0)
+    model = build().double().eval()
+    causal = "CausalLM" in type(model).__name__
+    kwargs = {"input_ids": torch.randint(0, 64, (1, 8))} | ({"use_cache": False} if causal else {})
+    program = export(model, kwargs=kwargs)
+    analysis = analyze(program)
+    heads = [g for g in analysis.groups if any(p.endswith(("k_proj", "attention.self.query")) for p in g.producers)]
+    assert heads and all(g.prunable() for g in heads)
+    assert [g.size for g in heads] == [2 if causal else 4]  # kv groups (GQA) or heads (MHA)
+    masks = {g.name: torch.arange(g.size) != 0 for g in heads}
+    plan = Plan(analysis, masks, Options())
+    small = apply_patterns(plan)
+    expected = zero_slices(model, plan.params())(**kwargs)
+    got = small.module()(**kwargs)
+    torch.testing.assert_close(_main_output(got), _main_output(expected), rtol=1e-9, atol=1e-9)
+    width = {k: v.shape[0] for k, v in small.state_dict.items() if k.endswith(("k_proj.weight", "self.key.weight"))}
+    assert set(width.values()) == {8 if causal else 24}  # one of 2 kv groups of 8 rows, or one of 4 heads of 8

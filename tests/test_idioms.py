@@ -293,3 +293,44 @@ def test_qkv_split_with_inferred_head_dim_prunes_heads() -> None:
     group = next(g for g in analyze(program).groups if "qkv" in g.producers)
     assert group.prunable() and group.size == 2  # one unit per head
     _check(model, x, {"qkv": torch.tensor([False, True])}, "export")
+
+
+class GroupedQueryAttention(nn.Module):
+    """Llama's attention written out: q/k/v heads, k and v repeated with ``repeat_kv``
+    (``x[:, :, None].expand(...).reshape(...)``), SDPA or the eager ``softmax(q @ k^T) @ v``."""
+
+    def __init__(self, heads: int, kv: int, eager: bool) -> None:
+        super().__init__()
+        self.heads, self.kv, self.dim, self.eager = heads, kv, 4, eager
+        self.q, self.k, self.v = nn.Linear(6, heads * 4), nn.Linear(6, kv * 4), nn.Linear(6, kv * 4)
+        self.o = nn.Linear(heads * 4, 3)
+
+    def _repeat(self, x: Tensor) -> Tensor:
+        b, kv, s, d = x.shape
+        n_rep = self.heads // self.kv
+        return x[:, :, None, :, :].expand(b, kv, n_rep, s, d).reshape(b, kv * n_rep, s, d)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, s, _ = x.shape
+        q = self.q(x).view(b, s, -1, self.dim).transpose(1, 2)
+        k = self._repeat(self.k(x).view(b, s, -1, self.dim).transpose(1, 2))
+        v = self._repeat(self.v(x).view(b, s, -1, self.dim).transpose(1, 2))
+        if self.eager:
+            out = torch.matmul(torch.softmax(torch.matmul(q, k.transpose(2, 3)) * 0.5, dim=-1), v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
+        return self.o(out.transpose(1, 2).reshape(b, s, -1))
+
+
+@settings(max_examples=examples(6))
+@given(kv=st.sampled_from([2, 3]), n_rep=st.sampled_from([1, 2]), eager=st.booleans(), data=st.data())
+def test_grouped_query_attention_prunes_whole_kv_groups(kv: int, n_rep: int, eager: bool, data: st.DataObject) -> None:
+    """repeat_kv ties n_rep query heads to each key/value head: one group of kv units, removed whole
+    with their query heads, exact (the reshape and expand sizes follow)."""
+    model = seeded(GroupedQueryAttention(kv * n_rep, kv, eager), 0)
+    x = torch.randn(2, 5, 6, dtype=torch.float64)
+    groups = [g for g in analyze(export(model, (x,))).groups if "k" in g.producers]
+    assert len(groups) == 1 and groups[0].prunable() and groups[0].size == kv
+    assert {"q", "k", "v", "o"} <= set(groups[0].members)
+    keep = data.draw(st.lists(st.booleans(), min_size=kv, max_size=kv).filter(any))
+    _check(model, x, {groups[0].name: torch.tensor(keep)}, "export")

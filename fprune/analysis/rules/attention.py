@@ -71,18 +71,39 @@ def _multihead_attention(ctx: RuleContext) -> Value:
     return AttnOut(out, Seg(unit, heads), weights)
 
 
+def _couple_heads(ctx: RuleContext, q: Layout, k: Layout) -> bool | None:
+    """Couples the heads of two operands on the same batch dim; None when their layouts do not match.
+
+    Heads seg by seg, or grouped-query attention: ``k`` holds each of its ``kv`` heads repeated
+    ``n_rep`` times (``repeat_kv``, a layout factor ``n_rep``), so query head ``i`` reads key head
+    ``i // n_rep``: the query heads are refined into ``kv`` groups of ``n_rep`` and each group is
+    coupled to its key head (a group is removed whole, with its key and value head).
+    """
+    if q.dim != k.dim or q.dim > -3:
+        return None
+    if [x.size for x in q.segs] == [x.size for x in k.segs] and q.factor == k.factor:
+        return all(ctx.couple(x.space, y.space) for x, y in zip(q.segs, k.segs))
+    if len(q.segs) == len(k.segs) == 1 and q.factor == 1 and k.factor is not None and k.factor > 1 and \
+            q.segs[0].size == k.segs[0].size * k.factor:
+        (qs,), (ks,) = q.segs, k.segs
+        groups = ctx.refine(qs.space, ks.size, k.factor, 1)
+        return groups is not None and ctx.couple(groups, ks.space)
+    return None
+
+
 def _matmul(ctx: RuleContext) -> Value:
     """Batched matmul: channels on a batch dim (heads) couple the operands and pass through."""
     operands = [ctx.value(a) for a in ctx.args[:2]]
     a, b = operands
-    if isinstance(a, Layout) and isinstance(b, Layout) and a.dim == b.dim <= -3 and \
-            [x.size for x in a.segs] == [x.size for x in b.segs]:
-        for x, y in zip(a.segs, b.segs):
-            if not ctx.couple(x.space, y.space):
-                ctx.unknown("multiplies heads split differently")
-                return None
-        rank = max(a.rank or 0, b.rank or 0) or None
-        return Layout(a.dim, a.segs, rank=rank, spatial=None)
+    if isinstance(a, Layout) and isinstance(b, Layout):
+        coupled = _couple_heads(ctx, a, b) if a.factor == 1 else _couple_heads(ctx, b, a)
+        if coupled is False:
+            ctx.unknown("multiplies heads split differently")
+            return None
+        if coupled:
+            rank = max(a.rank or 0, b.rank or 0) or None
+            query = a if a.factor == 1 else b
+            return Layout(query.dim, query.segs, rank=rank, spatial=None)
     ctx.unknown("multiplies pruned channels as a matrix (only batched heads are understood)")
     return None
 
@@ -119,15 +140,15 @@ def _attention(ctx: RuleContext) -> Value:
         ctx.unknown("attention with a mask tensor that may differ per head (only a mask broadcast over the "
                     "heads, size 1 on their dim, is understood)")
         return None
-    if not (q.dim == k.dim == v.dim <= -3) or not ([s.size for s in q.segs] == [s.size for s in k.segs]
-                                                   == [s.size for s in v.segs]):
-        ctx.unknown("attention whose q, k, v heads are not on the same batch dim")
-        return None
     for other in (k, v):
-        for x, y in zip(q.segs, other.segs):
-            if not ctx.couple(x.space, y.space):
-                ctx.unknown("attention over heads split differently")
-                return None
+        coupled = _couple_heads(ctx, q, other)
+        if coupled is None:
+            ctx.unknown("attention whose q, k, v heads are not on the same batch dim (or k, v heads "
+                        "repeated other than as whole groups of query heads)")
+            return None
+        if not coupled:
+            ctx.unknown("attention over heads split differently")
+            return None
     return replace(q, spatial=None)
 
 

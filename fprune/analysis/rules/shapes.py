@@ -125,6 +125,9 @@ def _reshape(ctx: RuleContext) -> Value:
         if not _channel_size_arg(ctx, layout, shape, paths, p, merged=False):
             return None
         return replace(layout, dim=-1 - ones, rank=len(shape), spatial=1)
+    known = _known_reshape(ctx, layout, shape, paths)
+    if known is not False:
+        return known
     # split: the last (channel) dim becomes trailing int dims
     trailing = 0
     product = 1
@@ -176,6 +179,44 @@ def _reshape(ctx: RuleContext) -> Value:
     ctx.unknown("reshapes the pruned channels in a way fprune does not understand; "
                 "supported: (batch, -1), (..., heads, head_dim) splits and their merges")
     return None
+
+
+def _known_reshape(ctx: RuleContext, layout: Layout, shape: list[Any],
+                   paths: list[tuple[int, ...]]) -> Value | bool:
+    """Reshapes read off known sizes (``fprune.export`` records them): size-1 dims inserted or
+    removed around the channels (``x[:, :, None]``), or the channel dim merged with the dims after
+    it, which repeat each channel (GQA's ``repeat_kv``: ``(B, kv, n_rep, S, D) -> (B, kv * n_rep, S, D)``).
+    False when neither applies (the other forms are tried)."""
+    src = ctx.shape(ctx.args[0]) if ctx.args else None
+    rank = layout.rank
+    if src is None or rank is None or len(src) != rank or not all(type(x) is int for x in shape) or \
+            shape.count(-1) > 1 or any(x < -1 or x == 0 for x in shape):
+        return False
+    given, shape = shape, list(shape)
+    if -1 in shape:  # the inferred size, from the known ones
+        rest = math.prod(x for x in shape if x != -1)
+        if rest == 0 or math.prod(src) % rest:
+            return False
+        shape[shape.index(-1)] = math.prod(src) // rest
+    p = rank + layout.dim
+    if src[p] == 1:
+        return False
+    # size-1 dims inserted or removed: the same non-one sizes, in order
+    if [x for x in src if x != 1] == [x for x in shape if x != 1]:
+        q = [i for i, x in enumerate(shape) if x != 1][sum(1 for x in src[:p] if x != 1)]
+        if not _channel_size_arg(ctx, layout, given, paths, q, merged=False):
+            return None
+        return replace(layout, dim=q - len(shape), rank=len(shape), spatial=math.prod(shape[q + 1:]))
+    # the channel dim merged with the k dims after it: each channel's positions repeat k-fold
+    for k in range(1, rank - p):
+        if list(shape[:p]) == list(src[:p]) and shape[p] == math.prod(src[p:p + k + 1]) and \
+                list(shape[p + 1:]) == list(src[p + k + 1:]):
+            factor = None if layout.factor is None else layout.factor * math.prod(src[p + 1:p + k + 1])
+            if not _channel_size_arg(ctx, layout, given, paths, p, merged=True):
+                return None
+            return replace(layout, dim=p - len(shape), rank=len(shape), factor=factor,
+                           spatial=math.prod(shape[p + 1:]))
+    return False
 
 
 def _channel_size_arg(ctx: RuleContext, layout: Layout, shape: list[Any],
