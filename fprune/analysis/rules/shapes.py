@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -182,7 +182,7 @@ def _reshape(ctx: RuleContext) -> Value:
 
 
 def _known_reshape(ctx: RuleContext, layout: Layout, shape: list[Any],
-                   paths: list[tuple[int, ...]]) -> Value | bool:
+                   paths: list[tuple[int, ...]]) -> Value | Literal[False]:
     """Reshapes read off known sizes (``fprune.export`` records them): size-1 dims inserted or
     removed around the channels (``x[:, :, None]``), or the channel dim merged with the dims after
     it, which repeat each channel (GQA's ``repeat_kv``: ``(B, kv, n_rep, S, D) -> (B, kv * n_rep, S, D)``).
