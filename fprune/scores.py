@@ -97,7 +97,7 @@ def _check_tensor(weight: object, where: str, *, min_dim: int, form: str) -> Ten
             f"{tuple(weight.shape)}. Fix: a layer without output channels cannot be scored; "
             "leave it out."
         )
-    if not bool(torch.isfinite(weight).all()):
+    if weight.device.type != "meta" and not bool(torch.isfinite(weight).all()):
         raise InvalidWeightError(
             f"{where} expects finite values; the tensor of shape {tuple(weight.shape)} contains "
             "NaN or inf. Fix: check the model (e.g. a diverged training run) before pruning."
@@ -205,6 +205,14 @@ def score_tensor(scorer: Scorer, weight: Tensor, *, name: str | None = None) -> 
         else "of shape [out_channels, ...] with at least 2 dimensions"
     )
     weight = _check_tensor(weight, where, min_dim=1 if norm else 2, form=form)
+    if weight.device.type == "meta":  # shapes without values: only scores that read no values
+        if not isinstance(scorer.rows, _RandomRows):
+            raise InvalidWeightError(
+                f"{where} reads the weight's values, but the tensor of shape {tuple(weight.shape)} is on "
+                "the meta device (it has none). Fix: load the weights first, or score with "
+                "score_random(seed), which needs only the shapes."
+            )
+        return scorer.rows(_as_rows(weight), None).to(weight.dtype)  # CPU: masks are chosen there
     grad = _check_grad(weight, where) if scorer.needs_grad else None
     return _run_rows(
         scorer,

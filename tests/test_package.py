@@ -130,3 +130,17 @@ def test_rules_know_no_graph_library_or_aten_op() -> None:
         imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert not any(m.startswith(("torch.fx", "torch.export", "torch._ops")) for m in imported), path.name
         assert re.search(r"\baten\b", text) is None, path.name
+
+
+def test_transformers_only_inside_fprune_hf() -> None:
+    """The core depends on torch, toolz and typing-extensions; the hf extra is read in fprune.hf only,
+    and there inside functions, so ``import fprune.hf`` works without it."""
+    for name, path in _modules().items():
+        tree = ast.parse(path.read_text())
+        top = {a.name.split(".")[0] for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+               for a in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
+        every = {a.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names} | \
+            {(node.module or "").split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        extra = {"transformers", "safetensors"}
+        assert not top & extra, f"{name} imports {top & extra} at module level"
+        assert name.startswith("fprune.hf") or not every & extra, f"{name} imports {every & extra}"

@@ -1,0 +1,403 @@
+"""Hugging Face models end to end: trace, choose uniform widths, get the same class back.
+
+The extra ``fprune[hf]`` (transformers >= 5, safetensors); transformers is imported only when a
+function here needs it.  The stages compose like the core ones::
+
+    program = fprune.hf.trace(model)                    # torch.export with dummy inputs from the config
+    plan = fprune.hf.widths(kv_heads=0.5, mlp=0.3)(score_l1(program))
+    small = fprune.hf.apply(plan)                       # type(small) is type(model), config updated
+    small.save_pretrained(out)                          # anyone can from_pretrained(out)
+
+:func:`widths` keeps the same count in every layer, which is what a standard class can hold; what
+each family calls its widths is data (:data:`fprune.hf.families.FAMILIES`).  The pruned model is
+built on the meta device and filled with ``load_state_dict(assign=True)``: no second full-size
+copy, and the original model is not modified.
+
+Example:
+    >>> from fprune import hf
+    >>> hf.widths(kv_heads=0.5, mlp=0.25)
+    widths(kv_heads=0.5, mlp=0.25)
+    >>> sorted(hf.FAMILIES)[:3]
+    ['bert', 'distilbert', 'gemma']
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import inspect
+import math
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.export import ExportedProgram
+
+from fprune.analysis import ChannelGroup
+from fprune.errors import InvalidArgumentError, InvalidTypeError, UnsupportedModelError
+from fprune.frontends import export
+from fprune.hf.families import FAMILIES, Family
+from fprune.masks import topk_mask
+from fprune.plan import Plan, Scored, plan_from_scored
+
+__all__ = ["FAMILIES", "Family", "Widths", "apply", "family", "trace", "widths"]
+
+_KINDS = ("heads", "kv_heads", "mlp", "hidden")
+
+
+@dataclass(frozen=True, eq=False)
+class _Source:
+    model: nn.Module
+    kwargs: Mapping[str, Any]
+
+
+# The programs trace() made, and the model and inputs each came from: apply() rebuilds that model's
+# class.  Weak keys: an entry lives as long as its program (which already holds the model's tensors).
+_SOURCES: weakref.WeakKeyDictionary[ExportedProgram, _Source] = weakref.WeakKeyDictionary()
+
+
+def family(model: Any) -> Family:
+    """The :class:`Family` of a transformers model or config (by ``config.model_type``).
+
+    Raises:
+        UnsupportedModelError: the family is not in the table; the message lists those that are.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> family(SimpleNamespace(model_type="qwen2")).mlp
+        'intermediate_size'
+    """
+    config = getattr(model, "config", model)
+    kind = str(getattr(config, "model_type", None))
+    if kind not in FAMILIES:
+        raise UnsupportedModelError(
+            f"fprune.hf knows no family {kind!r}; supported: {', '.join(sorted(FAMILIES))}. The generic "
+            "path still works on any model torch.export captures: fprune.export(model, kwargs=...), then "
+            "score, mask and apply_patterns (an ExportedProgram back, not the model's class)")
+    return FAMILIES[kind]
+
+
+def trace(model: nn.Module, *, seq_len: int = 8, batch: int = 1) -> ExportedProgram:
+    """Exports a transformers model on dummy token ids built from its config (``use_cache=False``).
+
+    Works on the meta device (the ids are made there too).  The model is not modified; the
+    program returned is remembered with it, for :func:`apply`.
+
+    Raises:
+        InvalidTypeError: `model` is not a transformers ``PreTrainedModel``.
+        UnsupportedModelError: an unknown family.
+        TraceError: torch.export failed.
+    """
+    _check_model(model)
+    family(model)
+    for name, value in (("seq_len", seq_len), ("batch", batch)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidArgumentError(f"fprune.hf.trace expects a positive int {name}, got {value!r}")
+    config = model.config
+    vocab = int(getattr(config, "vocab_size", 0) or 0)
+    if vocab < 1:
+        raise UnsupportedModelError(f"fprune.hf.trace builds token ids from config.vocab_size; "
+                                    f"{type(model).__name__}'s config has none (a vision or audio model)")
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    ids = (torch.arange(batch * seq_len) % vocab).reshape(batch, seq_len).to(device)
+    kwargs: dict[str, Any] = {"input_ids": ids}
+    if "use_cache" in inspect.signature(model.forward).parameters:
+        kwargs["use_cache"] = False
+    program = export(model, kwargs=kwargs)
+    _SOURCES[program] = _Source(model, kwargs)
+    return program
+
+
+@dataclass(frozen=True)
+class Widths:
+    """The mask stage :func:`widths` returns: ``Widths(...)(scored) -> Plan``."""
+
+    heads: float = 0.0
+    kv_heads: float = 0.0
+    mlp: float = 0.0
+    hidden: float = 0.0
+
+    def __repr__(self) -> str:
+        given = ", ".join(f"{k}={getattr(self, k)!r}" for k in _KINDS if getattr(self, k))
+        return f"widths({given})"
+
+    def __call__(self, scored: Scored) -> Plan:
+        if not isinstance(scored, Scored):
+            raise InvalidTypeError(f"{self!r} expects scores of a traced model, e.g. "
+                                   f"{self!r}(score_l1(fprune.hf.trace(model))); got {type(scored).__name__}")
+        source = _source(scored.analysis.source, None)
+        fam = family(source.model)
+        config = source.model.config
+        per_module: dict[str, float] = {}
+        for kind in _KINDS:
+            fraction = getattr(self, kind)
+            if not fraction:
+                continue
+            pattern = _pattern(fam, kind, config)
+            groups = _matching(scored.analysis.groups, pattern)
+            blocked = [g for g in groups if g.name not in scored.scores]
+            if not groups or blocked:
+                why = blocked[0].why_not(scored.options) if blocked else "no channel group matches " + pattern
+                raise UnsupportedModelError(
+                    f"{self!r}: the {kind} of this {type(source.model).__name__} cannot be pruned exactly: {why}")
+            per_module[pattern] = fraction
+        rule = topk_mask(0.0, per_module=per_module) if per_module else topk_mask(0.0)
+        return plan_from_scored(rule, scored)
+
+
+def widths(heads: float = 0.0, kv_heads: float = 0.0, mlp: float = 0.0, hidden: float = 0.0) -> Widths:
+    """A mask stage removing the same fraction of each width in every layer (the lowest scores).
+
+    ``kv_heads`` removes whole key/value heads, with the query heads that read them (grouped-query
+    attention); on a model with one key/value head per query head, ``heads`` and ``kv_heads``
+    name the same width.  ``mlp`` is the intermediate width, ``hidden`` the residual stream
+    (exact on RMSNorm families).  Every layer has the same widths, so each keeps the same count
+    (``n - int(n * fraction)``, at least one), and the model's standard class can hold the result.
+
+    Raises:
+        InvalidArgumentError: a fraction outside ``[0, 1)``, or ``heads`` and ``kv_heads`` both given.
+        UnsupportedModelError: when the stage runs, a width asked for that this family's graph keeps
+            whole (the reason is the analysis's), or query heads within a KV group.
+
+    Example:
+        >>> widths(mlp=0.5)
+        widths(mlp=0.5)
+    """
+    values = {"heads": heads, "kv_heads": kv_heads, "mlp": mlp, "hidden": hidden}
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise InvalidArgumentError(
+                f"fprune.hf.widths expects {name} as a fraction to remove in [0, 1), got {value!r}; "
+                "0 keeps the width, 0.5 removes half of it (at least one is always kept)")
+    if heads and kv_heads:
+        raise InvalidArgumentError(
+            "fprune.hf.widths: give heads or kv_heads, not both: kv_heads removes whole key/value groups "
+            "with their query heads; heads (models with a key/value head per query head) removes heads")
+    return Widths(float(heads), float(kv_heads), float(mlp), float(hidden))
+
+
+def apply(plan: Plan, model: nn.Module | None = None, *, check: bool = True) -> nn.Module:
+    """The pruned model in its own class, with its config updated; `model` is not modified.
+
+    The plan must keep the same widths in every layer (:func:`widths` does).  The new model is
+    built on the meta device and filled with the pruned tensors (``load_state_dict(assign=True)``);
+    tensors the plan leaves whole are copied, so the two models share no storage.  With `check`
+    (and real weights), the new model is run on the tracing inputs and compared with the pruned
+    program, which is exact by construction: a family entry that does not describe the class
+    raises rather than returning a different function.
+
+    Args:
+        plan: a plan for a program from :func:`trace` (or an ExportedProgram of `model`).
+        model: the model the program was exported from; found by itself for :func:`trace`'s programs.
+        check: compare the rebuilt model's output with the pruned program's.
+
+    Raises:
+        InvalidTypeError: `plan` is not a Plan of an ExportedProgram.
+        UnsupportedModelError: per-layer widths differ, a width the config cannot express is pruned,
+            or the rebuilt model's output differs from the pruned program's.
+    """
+    from fprune.rewrite import apply_patterns
+
+    if not isinstance(plan, Plan):
+        raise InvalidTypeError(f"fprune.hf.apply expects a Plan (e.g. fprune.hf.widths(mlp=0.5)(score_l1(program))), "
+                               f"got {type(plan).__name__}")
+    source = _source(plan.analysis.source, model)
+    model = source.model
+    fam = family(model)
+    config = copy.deepcopy(model.config)
+    kept = _kept_widths(plan, fam, model.config)
+    _edit_config(config, fam, model.config, kept)
+    small = apply_patterns(plan)
+    assert isinstance(small, ExportedProgram)
+    rebuilt = _rebuild(model, config, small)
+    if check and not any(p.is_meta for p in rebuilt.parameters()):
+        _check_same(rebuilt, small, source.kwargs)
+    return rebuilt
+
+
+# --------------------------------------------------------------------------------------
+
+
+def _check_model(model: object) -> None:
+    try:
+        from transformers import PreTrainedModel
+    except ImportError as exc:  # pragma: no cover - the hf extra is installed where this runs
+        raise UnsupportedModelError("fprune.hf needs the hf extra: pip install 'fprune[hf]' "
+                                    "(with torch pinned, so pip does not replace it)") from exc
+    if not isinstance(model, PreTrainedModel):
+        raise InvalidTypeError(f"fprune.hf expects a transformers PreTrainedModel, got {type(model).__name__}; "
+                               "for other models use fprune.export and apply_patterns")
+
+
+def _source(lifted: Any, model: nn.Module | None) -> _Source:
+    program = getattr(lifted, "program", None)
+    if not isinstance(program, ExportedProgram):
+        raise InvalidTypeError("fprune.hf works on programs from fprune.hf.trace(model); these scores or this plan "
+                               "come from a torch.fx trace")
+    if model is not None:
+        _check_model(model)
+        known = _SOURCES.get(program)
+        return _Source(model, known.kwargs if known is not None else {})
+    found = _SOURCES.get(program)
+    if found is None:
+        raise InvalidArgumentError("fprune.hf cannot tell which model this program was exported from: trace it with "
+                                   "fprune.hf.trace(model), or pass the model: fprune.hf.apply(plan, model)")
+    return found
+
+
+def _pattern(fam: Family, kind: str, config: Any) -> str:
+    if kind == "mlp":
+        return fam.mlp_in
+    if kind == "hidden":
+        if fam.norm == "layer":
+            raise UnsupportedModelError(
+                f"the hidden width of a LayerNorm family ({config.model_type}) is not exact in its standard class "
+                "(nn.LayerNorm averages over the kept channels only); prune mlp, or use fprune.export and "
+                "apply_patterns, whose PrunedLayerNorm keeps it exact")
+        if fam.head_norms:
+            raise UnsupportedModelError(
+                f"{config.model_type}'s config has one {fam.eps} for the hidden-width norms, whose eps must scale "
+                "by d/d' when the hidden width shrinks, and for the per-head q/k norms, whose must not: the "
+                "standard class cannot hold both; prune heads, kv_heads and mlp")
+        return fam.embed
+    if fam.attention is None:
+        raise UnsupportedModelError(f"{config.model_type}'s heads are not pruned by fprune.hf yet (a fused "
+                                    "projection whose per-head slices are refused); prune mlp or hidden")
+    if fam.norm == "layer":
+        raise UnsupportedModelError(
+            f"{config.model_type}'s standard class ties the head size to hidden / heads, so removing heads "
+            "without the hidden width is a model it cannot hold; prune mlp")
+    heads, kv = _head_counts(fam, config)
+    if kind == "heads" and kv != heads:
+        raise UnsupportedModelError(
+            f"removing query heads within a key/value group ({heads} query heads over {kv} KV heads) is not "
+            "supported yet; use kv_heads=, which removes whole groups with their query heads")
+    return fam.attention
+
+
+def _head_counts(fam: Family, config: Any) -> tuple[int, int]:
+    heads = int(getattr(config, fam.heads))
+    kv = getattr(config, fam.kv_heads, None) if fam.kv_heads else None
+    return heads, int(kv) if kv is not None else heads
+
+
+def _matching(groups: tuple[ChannelGroup, ...], pattern: str) -> list[ChannelGroup]:
+    return [g for g in groups if any(fnmatch.fnmatchcase(p, pattern) for p in g.producers)]
+
+
+def _kept_widths(plan: Plan, fam: Family, config: Any) -> dict[str, int]:
+    """Kind -> the units every layer keeps; raises on per-layer differences or unexpected groups."""
+    patterns = {"mlp": fam.mlp_in, "hidden": fam.embed}
+    if fam.attention is not None:
+        patterns["attention"] = fam.attention
+    pruned = {k for k, m in plan.masks.items() if not bool(m.all())}
+    kept: dict[str, int] = {}
+    for kind, pattern in patterns.items():
+        groups = _matching(plan.analysis.groups, pattern)
+        counts = {g.name: int(plan.masks[g.name].sum()) if g.name in plan.masks else g.size for g in groups}
+        pruned -= set(counts)
+        if len(set(counts.values())) > 1:
+            raise UnsupportedModelError(
+                f"the plan keeps different {kind} widths per layer ({counts}); a standard "
+                f"{type(config).__name__} holds one width for every layer. Use fprune.hf.widths, which keeps "
+                "the same count in each layer")
+        if counts and next(iter(counts.values())) < next(g.size for g in groups):
+            kept[kind] = next(iter(counts.values()))
+    if pruned:
+        raise UnsupportedModelError(
+            f"the plan prunes {sorted(pruned)}, which no field of {type(config).__name__} describes; prune only "
+            "heads, KV heads, MLP and hidden widths (fprune.hf.widths)")
+    if "hidden" in kept and (fam.norm == "layer" or fam.head_norms):
+        _pattern(fam, "hidden", config)  # raises with the reason
+    if "attention" in kept and fam.norm == "layer":
+        _pattern(fam, "heads", config)
+    return kept
+
+
+def _edit_config(config: Any, fam: Family, old: Any, kept: Mapping[str, int]) -> None:
+    hidden = int(getattr(old, fam.hidden))
+    if "attention" in kept:
+        heads, kv = _head_counts(fam, old)
+        head_dim = getattr(old, fam.head_dim, None) if fam.head_dim else None
+        head_dim = int(head_dim) if head_dim else hidden // heads
+        units = kept["attention"]
+        setattr(config, fam.heads, units * (heads // kv))
+        if fam.kv_heads:
+            setattr(config, fam.kv_heads, units)
+        if fam.head_dim:
+            setattr(config, fam.head_dim, head_dim)
+    if "mlp" in kept:
+        setattr(config, fam.mlp, kept["mlp"])
+    if "hidden" in kept:
+        d_new = kept["hidden"]
+        if fam.head_dim and not getattr(old, fam.head_dim, None):
+            setattr(config, fam.head_dim, hidden // int(getattr(old, fam.heads)))
+        setattr(config, fam.hidden, d_new)
+        if fam.eps:
+            setattr(config, fam.eps, float(getattr(old, fam.eps)) * hidden / d_new)
+
+
+def _rebuild(model: nn.Module, config: Any, small: ExportedProgram) -> nn.Module:
+    state = dict(small.state_dict)
+    originals = {t.data_ptr() for t in list(model.parameters()) + list(model.buffers()) if not t.is_meta}
+    for name, t in state.items():  # no storage shared with the original model
+        if not t.is_meta and t.data_ptr() in originals:
+            state[name] = nn.Parameter(t.detach().clone(), t.requires_grad) if isinstance(t, nn.Parameter) \
+                else t.detach().clone()
+    with torch.device("meta"):
+        new = type(model)(config)
+    missing, unexpected = new.load_state_dict(state, strict=False, assign=True)
+    tie = getattr(new, "tie_weights", None)
+    if callable(tie):
+        tie()
+    still = [n for n, p in new.named_parameters() if p.is_meta and n in missing]
+    if unexpected or still:
+        raise UnsupportedModelError(
+            f"the pruned tensors do not fit a {type(model).__name__} built from the new config: missing "
+            f"{still}, unexpected {unexpected}")
+    old_buffers = dict(model.named_buffers())
+    for name, buf in list(new.named_buffers()):
+        if not buf.is_meta:
+            continue
+        old = small.constants.get(name, old_buffers.get(name))
+        if not isinstance(old, Tensor) or old.shape != buf.shape:
+            raise UnsupportedModelError(f"the buffer {name!r} of the rebuilt model has no value of shape "
+                                        f"{tuple(buf.shape)} to take from the original")
+        owner, _, leaf = name.rpartition(".")
+        module = new.get_submodule(owner)
+        persistent = leaf not in module._non_persistent_buffers_set
+        module.register_buffer(leaf, old.detach().clone(), persistent=persistent)
+    new.train(model.training)
+    if getattr(model, "generation_config", None) is not None:
+        new.generation_config = copy.deepcopy(model.generation_config)
+    return new
+
+
+def _main(out: Any) -> Tensor:
+    for name in ("logits", "last_hidden_state"):
+        value = getattr(out, name, None)
+        if isinstance(value, Tensor):
+            return value
+    first = out[0] if isinstance(out, (tuple, list)) else out
+    if not isinstance(first, Tensor):
+        raise UnsupportedModelError(f"cannot read a tensor output from {type(out).__name__}")
+    return first
+
+
+def _check_same(new: nn.Module, small: ExportedProgram, kwargs: Mapping[str, Any]) -> None:
+    if not kwargs:
+        return
+    with torch.no_grad():
+        got, expected = _main(new(**kwargs)), _main(small.module()(**kwargs))
+    eps = torch.finfo(expected.dtype).eps if expected.is_floating_point() else 0.0
+    scale = float(expected.abs().max()) if expected.numel() else 0.0
+    error = float((got - expected).abs().max()) if expected.numel() else 0.0
+    if got.shape != expected.shape or not math.isfinite(error) or error > 1e3 * eps * max(scale, 1.0):
+        raise UnsupportedModelError(
+            f"the rebuilt {type(new).__name__} does not compute the pruned program's function (max abs "
+            f"difference {error:.3g} on the tracing input, shapes {tuple(got.shape)} vs {tuple(expected.shape)}): "
+            "fprune.hf's table does not describe this class; please report it, and use the pruned "
+            "ExportedProgram (apply_patterns) meanwhile")

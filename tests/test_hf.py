@@ -1,0 +1,203 @@
+"""fprune.hf end to end: the same class back, its config updated, exact, reloadable (issue #15).
+
+Tiny random configs, built offline; skipped without transformers (CI installs the ``hf`` extra).
+Exactness is float64 against the original with the plan's removed slices zero; RMSNorm families
+compute their statistic in float32 whatever the model's dtype, so those compare at 1e-6 when the
+hidden width (and so that statistic) is pruned.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from model_strategies import zero_slices
+from torch import nn
+
+from fprune import score_l1, score_random, topk_mask, trace
+from fprune.errors import FpruneError, InvalidArgumentError, InvalidTypeError, UnsupportedModelError
+
+transformers = pytest.importorskip("transformers")
+hf = pytest.importorskip("fprune.hf")
+
+SIZES = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "vocab_size": 64, "max_position_embeddings": 32, "pad_token_id": 0}
+
+
+def _decoder(family: str, **extra: Any) -> nn.Module:
+    config_cls, model_cls = {
+        "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+        "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
+        "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+        "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM),
+        "gemma": (transformers.GemmaConfig, transformers.GemmaForCausalLM),
+    }[family]
+    kwargs = dict(SIZES, num_key_value_heads=2, head_dim=8, tie_word_embeddings=False) | extra
+    torch.manual_seed(0)
+    return model_cls(config_cls(**kwargs)).double().eval()
+
+
+def _ids() -> torch.Tensor:
+    return torch.randint(1, 64, (2, 7), generator=torch.Generator().manual_seed(1))
+
+
+def _logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    out = model(input_ids=ids, use_cache=False) if "CausalLM" in type(model).__name__ else model(input_ids=ids)
+    return out.logits if hasattr(out, "logits") else out.last_hidden_state
+
+
+def _prune(model: nn.Module, stage: Any) -> tuple[nn.Module, Any]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = stage(score_l1(hf.trace(model)))
+        return hf.apply(plan), plan
+
+
+CASES = [  # family, widths, expected config, tolerance
+    ("llama", dict(kv_heads=0.5, mlp=0.5, hidden=0.25),
+     dict(num_attention_heads=2, num_key_value_heads=1, head_dim=8, intermediate_size=32, hidden_size=24), 1e-6),
+    ("mistral", dict(kv_heads=0.5, mlp=0.25), dict(num_attention_heads=2, num_key_value_heads=1, intermediate_size=48), 1e-9),
+    ("qwen2", dict(mlp=0.5, hidden=0.5), dict(intermediate_size=32, hidden_size=16, num_attention_heads=4), 1e-6),
+    ("qwen3", dict(kv_heads=0.5, mlp=0.5), dict(num_attention_heads=2, num_key_value_heads=1, intermediate_size=32), 1e-9),
+    ("gemma", dict(kv_heads=0.5, mlp=0.5), dict(num_attention_heads=2, num_key_value_heads=1, intermediate_size=32), 1e-9),
+]
+
+
+@pytest.mark.parametrize(("family", "widths", "config", "tol"), CASES, ids=[c[0] for c in CASES])
+def test_same_class_exact_and_input_untouched(family: str, widths: dict[str, float], config: dict[str, int],
+                                              tol: float) -> None:
+    model = _decoder(family)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    small, plan = _prune(model, hf.widths(**widths))
+    assert type(small) is type(model) and type(small.config) is type(model.config)
+    assert {k: getattr(small.config, k) for k in config} == config
+    ids = _ids()
+    expected = _logits(zero_slices(model, plan.params()), ids)
+    torch.testing.assert_close(_logits(small, ids), expected, rtol=tol, atol=tol)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    shared = {t.data_ptr() for t in model.state_dict().values()}
+    assert not any(t.data_ptr() in shared for t in small.state_dict().values())  # no storage in common
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+def test_hidden_width_rescales_the_shared_eps() -> None:
+    model = _decoder("llama")
+    small, _ = _prune(model, hf.widths(hidden=0.5))
+    assert small.config.hidden_size == 16
+    assert small.config.rms_norm_eps == pytest.approx(model.config.rms_norm_eps * 2)
+    assert small.config.head_dim == 8  # explicit: no longer hidden / heads
+
+
+def test_save_pretrained_round_trip_and_generation(tmp_path: Path) -> None:
+    model = _decoder("llama")
+    small, _ = _prune(model, hf.widths(kv_heads=0.5, mlp=0.5, hidden=0.25))
+    small.save_pretrained(tmp_path)
+    back, info = transformers.LlamaForCausalLM.from_pretrained(tmp_path, output_loading_info=True, dtype=torch.float64)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    ids = _ids()
+    torch.testing.assert_close(_logits(back.eval(), ids), _logits(small, ids), rtol=0, atol=0)
+    with_cache = small.generate(ids, max_new_tokens=4, do_sample=False, use_cache=True)
+    without = small.generate(ids, max_new_tokens=4, do_sample=False, use_cache=False)
+    assert torch.equal(with_cache, without)
+
+
+def test_one_kv_head_per_query_head_prunes_heads() -> None:
+    model = _decoder("llama", num_key_value_heads=4)
+    small, plan = _prune(model, hf.widths(heads=0.5))
+    assert (small.config.num_attention_heads, small.config.num_key_value_heads) == (2, 2)
+    ids = _ids()
+    torch.testing.assert_close(_logits(small, ids), _logits(zero_slices(model, plan.params()), ids),
+                               rtol=1e-9, atol=1e-9)
+
+
+def test_tied_embeddings_stay_tied() -> None:
+    model = _decoder("llama", tie_word_embeddings=True)
+    small, _ = _prune(model, hf.widths(kv_heads=0.5, mlp=0.5))
+    assert small.lm_head.weight.data_ptr() == small.model.embed_tokens.weight.data_ptr()
+
+
+def _encoder(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    if name == "bert":
+        return transformers.BertModel(transformers.BertConfig(**SIZES)).double().eval()
+    if name == "distilbert":
+        cfg = transformers.DistilBertConfig(dim=32, hidden_dim=64, n_layers=2, n_heads=4, vocab_size=64,
+                                            max_position_embeddings=32, pad_token_id=0)
+        return transformers.DistilBertModel(cfg).double().eval()
+    cfg = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=32, vocab_size=64)
+    return transformers.GPT2LMHeadModel(cfg).double().eval()
+
+
+@pytest.mark.parametrize(("name", "field"), [("bert", "intermediate_size"), ("distilbert", "hidden_dim"),
+                                              ("gpt2", "n_inner")])
+def test_layer_norm_families_prune_the_mlp_exactly(name: str, field: str) -> None:
+    model = _encoder(name)
+    small, plan = _prune(model, hf.widths(mlp=0.5))
+    assert type(small) is type(model)
+    assert getattr(small.config, field) == (64 if name != "gpt2" else 128) // 2
+    ids = _ids()
+    torch.testing.assert_close(_logits(small, ids), _logits(zero_slices(model, plan.params()), ids),
+                               rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("widths", [dict(heads=0.5), dict(hidden=0.5)])
+def test_layer_norm_families_refuse_heads_and_hidden(widths: dict[str, float]) -> None:
+    program = hf.trace(_encoder("bert"))
+    with pytest.raises(UnsupportedModelError, match="LayerNorm|ties the head size"):
+        hf.widths(**widths)(score_l1(program))
+
+
+def test_meta_device_prunes_shapes() -> None:
+    config = transformers.LlamaConfig(**SIZES, num_key_value_heads=2, head_dim=8)
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(config)
+    small = hf.apply(hf.widths(kv_heads=0.5, mlp=0.5, hidden=0.5)(score_random(0)(hf.trace(model))))
+    assert small.model.layers[0].mlp.gate_proj.weight.shape == (32, 16)
+    assert small.model.layers[0].self_attn.k_proj.weight.shape == (8, 16)
+    assert all(p.is_meta for p in small.parameters())
+    with pytest.raises(FpruneError, match="meta device"):
+        score_l1(hf.trace(model))
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    (dict(mlp=1.0), r"\[0, 1\)"), (dict(hidden=-0.1), r"\[0, 1\)"), (dict(heads=True), "fraction"),
+    (dict(heads=0.5, kv_heads=0.5), "not both"),
+])
+def test_bad_fractions(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=match):
+        hf.widths(**kwargs)
+
+
+def test_query_heads_within_a_group_are_refused() -> None:
+    program = hf.trace(_decoder("llama"))
+    with pytest.raises(UnsupportedModelError, match="within a key/value group"):
+        hf.widths(heads=0.5)(score_l1(program))
+
+
+def test_shared_eps_of_per_head_norms_refuses_hidden() -> None:
+    program = hf.trace(_decoder("qwen3"))
+    with pytest.raises(UnsupportedModelError, match="per-head q/k norms"):
+        hf.widths(hidden=0.5)(score_l1(program))
+
+
+def test_per_layer_widths_are_refused() -> None:
+    program = hf.trace(_decoder("llama"))
+    rule = topk_mask(0.0, per_module={"model.layers.0.mlp.gate_proj": 0.5})
+    with pytest.raises(UnsupportedModelError, match="same count in each layer"):
+        hf.apply(rule(score_l1(program)))
+
+
+def test_unknown_family_and_other_inputs() -> None:
+    cfg = transformers.GPTNeoXConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                     num_attention_heads=4, vocab_size=64)
+    with pytest.raises(UnsupportedModelError, match="supported: bert, .*llama"):
+        hf.trace(transformers.GPTNeoXForCausalLM(cfg))
+    with pytest.raises(InvalidTypeError, match="PreTrainedModel"):
+        hf.trace(nn.Linear(2, 2))
+    with pytest.raises(InvalidTypeError, match="torch.fx"):
+        hf.widths(mlp=0.5)(score_l1(trace(nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 1)))))
+    with pytest.raises(InvalidTypeError, match="Plan"):
+        hf.apply("plan")  # type: ignore[arg-type]
