@@ -299,7 +299,7 @@ def random_masks(sizes: dict[str, int], seed: int, keep: float = 0.5) -> dict[st
 def zero_slices(model: nn.Module, params: dict[str, list[dict[str, Any]]]) -> nn.Module:
     """A float64 copy of `model` with every slice the plan's portable form removes set to zero."""
     copy_ = copy.deepcopy(model).double()
-    tensors = dict(copy_.named_parameters()) | dict(copy_.named_buffers())
+    tensors = dict(copy_.named_parameters(remove_duplicate=False)) | dict(copy_.named_buffers())  # tied: every name
     with torch.no_grad():
         for fqn, entries in params.items():
             tensor = tensors[fqn]

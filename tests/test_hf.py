@@ -113,10 +113,19 @@ def test_one_kv_head_per_query_head_prunes_heads() -> None:
                                rtol=1e-9, atol=1e-9)
 
 
-def test_tied_embeddings_stay_tied() -> None:
+@pytest.mark.parametrize("widths", [dict(kv_heads=0.5, mlp=0.5), dict(hidden=0.5)], ids=["heads-mlp", "hidden"])
+def test_tied_embeddings_stay_tied(widths: dict[str, float], tmp_path: Path) -> None:
+    """The hidden width slices the tied weight's dim 1 for the embedding and the lm_head alike."""
     model = _decoder("llama", tie_word_embeddings=True)
-    small, _ = _prune(model, hf.widths(kv_heads=0.5, mlp=0.5))
+    small, plan = _prune(model, hf.widths(**widths))
     assert small.lm_head.weight.data_ptr() == small.model.embed_tokens.weight.data_ptr()
+    ids = _ids()
+    tol = 1e-6 if "hidden" in widths else 1e-9
+    torch.testing.assert_close(_logits(small, ids), _logits(zero_slices(model, plan.params()), ids), rtol=tol, atol=tol)
+    small.save_pretrained(tmp_path)
+    back = transformers.LlamaForCausalLM.from_pretrained(tmp_path, dtype=torch.float64).eval()
+    assert back.lm_head.weight.data_ptr() == back.model.embed_tokens.weight.data_ptr()
+    torch.testing.assert_close(_logits(back, ids), _logits(small, ids), rtol=0, atol=0)
 
 
 def _encoder(name: str) -> nn.Module:

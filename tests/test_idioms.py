@@ -334,3 +334,33 @@ def test_grouped_query_attention_prunes_whole_kv_groups(kv: int, n_rep: int, eag
     assert {"q", "k", "v", "o"} <= set(groups[0].members)
     keep = data.draw(st.lists(st.booleans(), min_size=kv, max_size=kv).filter(any))
     _check(model, x, {groups[0].name: torch.tensor(keep)}, "export")
+
+
+class TiedLM(nn.Module):
+    """A token embedding whose weight the output projection reuses (tied embeddings), a block between."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.mid = nn.Embedding(11, 6), nn.Linear(6, 6)
+        self.head = nn.Linear(6, 11, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, ids: Tensor) -> Tensor:
+        x = self.embed(ids)
+        return self.head(x + torch.relu(self.mid(x)))
+
+
+@pytest.mark.parametrize("front", FRONT_ENDS)
+def test_tied_embeddings_prune_the_hidden_width(front: str) -> None:
+    """Both users of the tied weight slice its dim 1 by the hidden group; its rows (the vocabulary) stay."""
+    model = seeded(TiedLM(), 0)
+    ids = torch.tensor([[1, 4, 7, 10]])
+    source = trace(model) if front == "fx" else export(model, (ids,))
+    groups = analyze(source).groups
+    hidden = next(g for g in groups if "embed" in g.producers)
+    assert hidden.prunable() and "head" in hidden.members
+    assert not next(g for g in groups if g.producers == ("head",)).prunable(Options(prune_outputs=True))
+    plan = Plan(analyze(source), {hidden.name: torch.tensor([1, 0, 1, 1, 0, 1]).bool()}, Options())
+    pruned = apply_patterns(plan)
+    got = (pruned.module() if isinstance(pruned, ExportedProgram) else pruned)(ids)
+    torch.testing.assert_close(got, zero_slices(model, plan.params())(ids), rtol=1e-9, atol=1e-9)

@@ -248,6 +248,7 @@ def _block_shared_parameters(state: Engine) -> None:
             holder = state.modules.get(owner)
             if holder is not None and (attr in holder._parameters or attr in holder._buffers):
                 read_by.setdefault(owner, node)
+    tied = _tied_embeddings(state, owners)
     for name, role in state.roles.items():
         params = list(state.modules[name].parameters(recurse=False))
         culprit = read_by.get(name)
@@ -258,6 +259,13 @@ def _block_shared_parameters(state: Engine) -> None:
         spaces = [s.space for s in (role.in_layout.segs if role.in_layout else ())]
         if role.out_space is not None:
             spaces.append(role.out_space)
+        if culprit is None and name in tied:  # the hidden width slices both alike: only the vocabulary stays
+            spaces = [role.out_space] if isinstance(state.modules[name], nn.Linear) and role.out_space is not None \
+                else []
+            why = (f"module '{name}' shares its weight with the token embedding (tied embeddings): its "
+                   "vocabulary rows are the embedding's, which every token id indexes, so they are kept")
+            if not spaces:
+                continue
         if culprit is None:  # rare: find the calling node for the message
             culprit = next(n for n in state.gm.graph.nodes if n.name == role.node)
         state.block_spaces(spaces, "unknown", culprit, why)
@@ -272,6 +280,28 @@ def _block_shared_parameters(state: Engine) -> None:
             culprit = strangers[0] if strangers else node
             state.block(state.tensor_roles[target], "unknown", culprit,
                         f"tensor '{target}' is also read or shared elsewhere, so it cannot be sliced")
+
+
+def _tied_embeddings(state: Engine, owners: Mapping[int, int]) -> set[str]:
+    """An nn.Embedding and an nn.Linear sharing one weight (a tied ``lm_head``), the Linear reading
+    the very channels the embedding produces: both slice the weight's dim 1 by that one group, so the
+    hidden width may be pruned; the Linear's output (the vocabulary) may not."""
+    tied: set[str] = set()
+    modules = state.modules
+    for name, role in state.roles.items():
+        linear = modules[name]
+        if not isinstance(linear, nn.Linear) or owners.get(id(linear.weight), 0) != 2 or role.in_layout is None:
+            continue
+        embeds = [n for n, m in modules.items() if isinstance(m, nn.Embedding) and m.weight is linear.weight]
+        source = state.roles.get(embeds[0]) if len(embeds) == 1 else None
+        layout = role.in_layout
+        if source is None or source.out_space is None or source.in_layout is not None or \
+                len(layout.segs) != 1 or layout.factor != 1:
+            continue
+        if state.resolve(layout.segs[0].space)[0] == state.resolve(source.out_space)[0] and \
+                not state.resolve(source.out_space)[1] and layout.segs[0].size == linear.in_features:
+            tied.update((name, embeds[0]))
+    return tied
 
 
 def _finish(state: Engine) -> Analysis:

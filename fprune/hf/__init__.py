@@ -341,7 +341,18 @@ def _edit_config(config: Any, fam: Family, old: Any, kept: Mapping[str, int]) ->
 
 
 def _rebuild(model: nn.Module, config: Any, small: ExportedProgram) -> nn.Module:
-    state = dict(small.state_dict)
+    read = {n.name for n in small.graph.nodes if n.op == "placeholder" and n.users}
+    used = {spec.target for spec in small.graph_signature.input_specs if spec.target and spec.arg.name in read}
+    state = {k: v for k, v in small.state_dict.items() if k in used}
+    # a tied tensor has one name in the program: its other names (the embedding's) take the same value
+    names: dict[int, list[str]] = {}
+    for name, t in model.state_dict(keep_vars=True).items():
+        names.setdefault(id(t), []).append(name)
+    for aliases in names.values():
+        known = next((n for n in aliases if n in state), None)
+        for n in aliases:
+            if known is not None and n not in state:
+                state[n] = state[known]
     originals = {t.data_ptr() for t in list(model.parameters()) + list(model.buffers()) if not t.is_meta}
     for name, t in state.items():  # no storage shared with the original model
         if not t.is_meta and t.data_ptr() in originals:

@@ -60,6 +60,14 @@ def rebuild_program(lifted: Lifted, change: Rewrite) -> ExportedProgram:
                     "and export the result"
                 )
             state[name] = new
+    # a tied tensor is in the program under several names (a tied lm_head and its embedding): one value
+    originals: dict[int, list[str]] = {}
+    for name, t in program.state_dict.items():
+        originals.setdefault(id(t), []).append(name)
+    for name in list(state):
+        old = program.state_dict.get(name)
+        for alias in originals.get(id(old), []) if old is not None else []:
+            state.setdefault(alias, state[name])
     edits: dict[str, list[tuple[ArgPath, Any]]] = {}
     for node, path, value in (*change.constants, *change.args):
         key = (node, path)
