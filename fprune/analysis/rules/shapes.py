@@ -146,39 +146,35 @@ def _reshape(ctx: RuleContext) -> Value:
             return Layout(-1, layout.segs, rank=len(shape), spatial=1)
         unit, inner = shape[-2], shape[-1]
         outer = layout.width // (unit * inner) if layout.width else 1
-        space = ctx.refine(layout.segs[0].space, unit, inner, outer)
-        if space is None:
-            ctx.unknown("splits channels already split differently")
-            return None
-        ctx.edit(paths[-2], "count", space)
-        ctx.block_spaces([space], "fold", "attention heads: their biases are not folded")
-        return Layout(-2, (Seg(space, unit),), rank=len(shape), spatial=inner)
+        return _split_heads(ctx, layout, unit, inner, outer, len(shape), paths[-2])
     # (..., -1, head_dim): the head count is inferred, so nothing in the graph needs editing
     width = layout.width
     if layout.dim == -1 and single and width and rank is not None and p is not None and len(shape) == p + 2 \
             and shape[-2] == -1 and type(shape[-1]) is int and shape[-1] > 0 and width % shape[-1] == 0:
-        inner = shape[-1]
-        space = ctx.refine(layout.segs[0].space, width // inner, inner, 1)
-        if space is None:
-            ctx.unknown("splits channels already split differently")
-            return None
-        ctx.block_spaces([space], "fold", "attention heads: their biases are not folded")
-        return Layout(-2, (Seg(space, width // inner),), rank=len(shape), spatial=inner)
+        return _split_heads(ctx, layout, width // shape[-1], shape[-1], 1, len(shape), None)
     # (..., [3,] heads, -1): head_dim inferred, the head count follows pruning (Swin's qkv)
     split = shape[p:-1] if p is not None else []
     if layout.dim == -1 and single and width and p is not None and len(shape) >= p + 2 and shape[-1] == -1 \
             and split and all(type(s) is int and s > 0 for s in split) and width % math.prod(split) == 0:
-        unit, outer, inner = split[-1], math.prod(split[:-1]), width // math.prod(split)
-        space = ctx.refine(layout.segs[0].space, unit, inner, outer)
-        if space is None:
-            ctx.unknown("splits channels already split differently")
-            return None
-        ctx.edit(paths[-2], "count", space)
-        ctx.block_spaces([space], "fold", "attention heads: their biases are not folded")
-        return Layout(-2, (Seg(space, unit),), rank=len(shape), spatial=inner)
+        return _split_heads(ctx, layout, split[-1], width // math.prod(split), math.prod(split[:-1]), len(shape),
+                            paths[-2])
     ctx.unknown("reshapes the pruned channels in a way fprune does not understand; "
                 "supported: (batch, -1), (..., heads, head_dim) splits and their merges")
     return None
+
+
+def _split_heads(ctx: RuleContext, layout: Layout, unit: int, inner: int, outer: int, rank: int,
+                 count_at: tuple[int, ...] | None) -> Value:
+    """The channels split into ``unit`` heads of ``inner`` channels (in ``outer`` blocks) on dim -2;
+    the head-count argument at `count_at` follows pruning (None: inferred, ``-1``)."""
+    space = ctx.refine(layout.segs[0].space, unit, inner, outer)
+    if space is None:
+        ctx.unknown("splits channels already split differently")
+        return None
+    if count_at is not None:
+        ctx.edit(count_at, "count", space)
+    ctx.block_spaces([space], "fold", "attention heads: their biases are not folded")
+    return Layout(-2, (Seg(space, unit),), rank=rank, spatial=inner)
 
 
 def _known_reshape(ctx: RuleContext, layout: Layout, shape: list[Any],
