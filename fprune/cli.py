@@ -7,13 +7,17 @@ Commands::
                  [--prune-outputs] [--approximate] [--strict] [--ignore-outputs PATTERN] [--ignore-inputs PATTERN]
                  [--per-module PATTERN=SPARSITY]
     fprune apply MODEL plan.json --out pruned.pt [--input-shape 1,3,32,32] [--prune-outputs] [--approximate]
+    fprune hf prune SRC OUT [--heads F] [--kv-heads F] [--mlp F] [--hidden F] [--scorer l1|l2|random]
+                 [--seed N] [--overwrite] [--no-progress]  # a Hugging Face model folder, fprune[hf]
 
 ``MODEL`` is ``package.module:factory``: a callable taking no arguments that
 returns an ``nn.Module`` (or an ``nn.Module`` instance itself); the current
 directory is importable.  ``prune`` writes the plan's JSON form and prints the
 per-layer summary; ``apply`` loads a saved plan into a freshly built model,
 prints the summary and saves the pruned GraphModule with ``torch.save`` (load
-it with ``torch.load(path, weights_only=False)``).  Errors print one line,
+it with ``torch.load(path, weights_only=False)``).  ``hf prune`` runs
+:func:`fprune.hf.folder.prune_folder`: OUT is a model folder that
+``from_pretrained`` loads into the class of SRC.  Errors print one line,
 ``fprune: error: ...``, and exit with status 1; usage errors exit with 2.
 
 ``prune`` runs ``score_with(scorer, prune_outputs=, approximate=, strict=)``,
@@ -278,6 +282,26 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _cmd_hf_prune(args: argparse.Namespace) -> int:
+    from fprune.hf.folder import prune_folder  # imports transformers only when it runs
+
+    if not any((args.heads, args.kv_heads, args.mlp, args.hidden)):
+        raise InvalidArgumentError("fprune hf prune: give at least one of --heads, --kv-heads, --mlp, --hidden "
+                                   "(each a fraction to remove, e.g. --mlp 0.3)")
+    report = prune_folder(args.source, args.out, heads=args.heads, kv_heads=args.kv_heads, mlp=args.mlp,
+                          hidden=args.hidden, scorer=args.scorer, seed=args.seed, overwrite=args.overwrite,
+                          progress=not args.no_progress)
+    print(report.table())
+    notes = f"; {len(report.notes)} notes on groups left whole in its fprune.json" if report.notes else ""
+    print(f"fprune: wrote {report.out} in {report.seconds:.1f} s (from_pretrained loads it){notes}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``fprune`` command.
 
@@ -351,6 +375,32 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--approximate", action="store_true",
                        help="the plan prunes groups whose removal is not exact (made with prune --approximate)")
     apply.set_defaults(run=_cmd_apply)
+
+    hf = sub.add_parser("hf", help="Hugging Face model folders (needs pip install 'fprune[hf]')",
+                        description="Commands on Hugging Face model folders; needs pip install 'fprune[hf]'.")
+    hf_sub = hf.add_subparsers(dest="hf_command", metavar="COMMAND")
+    hf.set_defaults(run=lambda args: _usage(hf))
+    hf_prune = hf_sub.add_parser(
+        "prune", help="prune a model folder into another, same class, reloadable",
+        description="Loads the model in SRC (a save_pretrained folder), removes the given fraction of each width "
+                    "in every layer (the lowest-scored heads, KV groups, MLP channels, hidden channels), and "
+                    "writes OUT, which from_pretrained loads into the same class. OUT is written to a temporary "
+                    "folder and renamed at the end, so a failure leaves nothing half-written.",
+    )
+    hf_prune.add_argument("source", metavar="SRC", help="model folder: config.json and safetensors shards")
+    hf_prune.add_argument("out", metavar="OUT", help="folder to write the pruned model to (must not exist)")
+    for name, what in (("heads", "query heads (models with one KV head per query head)"),
+                       ("kv-heads", "key/value heads, each with the query heads that read it"),
+                       ("mlp", "MLP (intermediate) channels"), ("hidden", "hidden (residual) channels")):
+        hf_prune.add_argument(f"--{name}", type=_fraction, default=0.0, metavar="F",
+                              help=f"fraction of the {what} to remove in every layer, in [0, 1) (default 0)")
+    hf_prune.add_argument("--scorer", choices=("l1", "l2", "random"), default="l1",
+                          help="channel importance (default l1)")
+    hf_prune.add_argument("--seed", type=int, default=0, help="seed of the random scorer (default 0)")
+    hf_prune.add_argument("--overwrite", action="store_true",
+                          help="replace OUT if it exists (only once the new model is fully written)")
+    hf_prune.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    hf_prune.set_defaults(run=_cmd_hf_prune)
     return parser
 
 

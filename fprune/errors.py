@@ -31,6 +31,7 @@ __all__ = [
     "PlanFormatError",
     "PlanMismatchError",
     "MissingDependencyError",
+    "CheckpointError",
     "FpruneWarning",
 ]
 
@@ -77,6 +78,10 @@ class PlanMismatchError(FpruneError, ValueError):
 
 class MissingDependencyError(FpruneError, ImportError):
     """An optional dependency (the demo's scikit-learn, matplotlib, tqdm) is not installed."""
+
+
+class CheckpointError(FpruneError, ValueError):
+    """A model folder lacks its config or a weight shard, or a shard is corrupt or disagrees with its index."""
 
 
 class FpruneWarning(UserWarning):

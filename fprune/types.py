@@ -26,6 +26,8 @@ from torch import Tensor, nn
 from typing_extensions import TypeAlias
 
 if TYPE_CHECKING:
+    from torch.export import ExportedProgram
+
     from fprune.plan import Plan, Scored
 
 __all__ = [
@@ -106,9 +108,9 @@ class Scorer:
     def __call__(self, x: Tensor) -> Scores: ...
 
     @overload
-    def __call__(self, x: nn.Module) -> Scored: ...
+    def __call__(self, x: nn.Module | ExportedProgram) -> Scored: ...
 
-    def __call__(self, x: Tensor | nn.Module) -> Scores | Scored:
+    def __call__(self, x: Tensor | nn.Module | ExportedProgram) -> Scores | Scored:
         """Scores a weight tensor, or every prunable channel group of a model."""
         if isinstance(x, Tensor):
             return _STAGES["score_tensor"](self, x)  # type: ignore[no-any-return]

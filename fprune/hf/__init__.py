@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import importlib.util
 import inspect
 import math
 import weakref
@@ -37,7 +38,7 @@ from torch import Tensor, nn
 from torch.export import ExportedProgram
 
 from fprune.analysis import ChannelGroup
-from fprune.errors import InvalidArgumentError, InvalidTypeError, UnsupportedModelError
+from fprune.errors import InvalidArgumentError, InvalidTypeError, MissingDependencyError, UnsupportedModelError
 from fprune.frontends import export
 from fprune.hf.families import FAMILIES, Family
 from fprune.masks import topk_mask
@@ -221,12 +222,20 @@ def apply(plan: Plan, model: nn.Module | None = None, *, check: bool = True) -> 
 # --------------------------------------------------------------------------------------
 
 
+def _require() -> None:
+    """Raises MissingDependencyError, saying how to install it, when the hf extra is missing."""
+    missing = [m for m in ("transformers", "safetensors") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingDependencyError(
+            f"fprune.hf needs the hf extra ({', '.join(missing)} missing): pip install 'fprune[hf]', with torch "
+            "pinned so that pip keeps the installed one: pip install -c constraints.txt 'fprune[hf]' where "
+            "constraints.txt says torch==<your version>")
+
+
 def _check_model(model: object) -> None:
-    try:
-        from transformers import PreTrainedModel
-    except ImportError as exc:  # pragma: no cover - the hf extra is installed where this runs
-        raise UnsupportedModelError("fprune.hf needs the hf extra: pip install 'fprune[hf]' "
-                                    "(with torch pinned, so pip does not replace it)") from exc
+    _require()
+    from transformers import PreTrainedModel
+
     if not isinstance(model, PreTrainedModel):
         raise InvalidTypeError(f"fprune.hf expects a transformers PreTrainedModel, got {type(model).__name__}; "
                                "for other models use fprune.export and apply_patterns")
