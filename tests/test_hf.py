@@ -210,3 +210,81 @@ def test_unknown_family_and_other_inputs() -> None:
         hf.widths(mlp=0.5)(score_l1(trace(nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 1)))))
     with pytest.raises(InvalidTypeError, match="Plan"):
         hf.apply("plan")  # type: ignore[arg-type]
+
+
+def _mha(**extra: Any) -> nn.Module:
+    return _decoder("llama", **{"num_key_value_heads": 4, "num_hidden_layers": 3, **extra})
+
+
+@pytest.mark.parametrize(("build", "widths"), [
+    (_mha, dict(heads=0.5, mlp=0.5)),
+    (lambda: _decoder("qwen2", num_attention_heads=8, num_key_value_heads=4, head_dim=4, num_hidden_layers=3),
+     dict(kv_heads=0.5, mlp=0.3)),
+], ids=["llama-heads", "qwen2-kv-groups"])
+def test_per_layer_widths_exact_and_reloaded_by_hf_load(build: Any, widths: dict[str, float], tmp_path: Path) -> None:
+    model = build()
+    stage = hf.widths(**widths, uniform=False)
+    assert repr(stage).endswith("uniform=False)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = stage(score_l1(hf.trace(model)))
+        small = hf.apply(plan, uniform=False)
+    layers = small.config.fprune_layer_widths
+    mlp = [f["intermediate_size"] for f in layers]
+    assert len(layers) == 3 and sum(mlp) == 3 * 64 - int(3 * 64 * widths["mlp"]) and len(set(mlp)) > 1
+    assert small.config.intermediate_size == max(mlp)
+    for i, fields in enumerate(layers):
+        assert small.model.layers[i].mlp.up_proj.weight.shape[0] == fields["intermediate_size"]
+        assert small.model.layers[i].self_attn.k_proj.weight.shape[0] == fields["num_key_value_heads"] * \
+            small.model.layers[i].self_attn.head_dim
+    ids = _ids()
+    torch.testing.assert_close(_logits(small, ids), _logits(zero_slices(model, plan.params()), ids), rtol=1e-9, atol=1e-9)
+    hf.save(small, tmp_path)
+    back = hf.load(tmp_path)
+    assert type(back) is type(small) and back.dtype == torch.float64
+    torch.testing.assert_close(_logits(back.eval(), ids), _logits(small, ids), rtol=0, atol=0)
+    with_cache = back.generate(ids, max_new_tokens=3, do_sample=False, use_cache=True)
+    assert torch.equal(with_cache, back.generate(ids, max_new_tokens=3, do_sample=False, use_cache=False))
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
+        type(model).from_pretrained(tmp_path)  # the standard class refuses, loudly
+
+
+def test_per_layer_plan_needs_uniform_false() -> None:
+    plan = hf.widths(mlp=0.5, uniform=False)(score_l1(hf.trace(_mha())))
+    with pytest.raises(UnsupportedModelError, match="uniform=False"):
+        hf.apply(plan)
+    with pytest.raises(InvalidTypeError, match="bool"):
+        hf.widths(mlp=0.5, uniform="no")  # type: ignore[arg-type]
+
+
+def test_head_and_hidden_counts_are_rounded_to_a_valid_config(tmp_path: Path) -> None:
+    """Llama's config wants hidden_size a multiple of num_attention_heads: 3 of 4 heads is raised to 4,
+    23 of 32 hidden channels (with 2 heads) to 24, each with a warning naming the group."""
+    model = _mha(num_hidden_layers=1)
+    with pytest.warns(Warning, match="kept more attention units"):
+        plan = hf.widths(heads=0.25)(score_l1(hf.trace(model)))
+    assert all(bool(m.all()) for m in plan.masks.values())
+    with pytest.warns(Warning, match="kept more hidden units"):
+        plan = hf.widths(heads=0.5, hidden=0.3)(score_l1(hf.trace(model)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small = hf.apply(plan)
+    assert (small.config.num_attention_heads, small.config.hidden_size) == (2, 24)
+    small.save_pretrained(tmp_path)
+    assert type(model).from_pretrained(tmp_path).config.hidden_size == 24
+
+
+def test_a_plan_the_config_refuses_is_refused_by_apply() -> None:
+    program = hf.trace(_mha(num_hidden_layers=1))
+    plan = topk_mask(0.0, per_module={"*q_proj": 0.25})(score_l1(program))
+    with pytest.raises(UnsupportedModelError, match="validation"):
+        hf.apply(plan)
+
+
+def test_hf_load_of_a_uniform_folder_is_from_pretrained(tmp_path: Path) -> None:
+    small, _ = _prune(_decoder("llama"), hf.widths(mlp=0.5))
+    hf.save(small, tmp_path)
+    back = hf.load(tmp_path)
+    torch.testing.assert_close(_logits(back.eval(), _ids()), _logits(small, _ids()), rtol=0, atol=0)
+    with pytest.raises(InvalidTypeError, match="PreTrainedModel"):
+        hf.save(nn.Linear(2, 2), tmp_path / "x")

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-import importlib.util
 import inspect
 import math
+import warnings
 import weakref
 from collections.abc import Mapping
+from types import MappingProxyType
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,13 +39,15 @@ from torch import Tensor, nn
 from torch.export import ExportedProgram
 
 from fprune.analysis import ChannelGroup
-from fprune.errors import InvalidArgumentError, InvalidTypeError, MissingDependencyError, UnsupportedModelError
+from fprune.errors import FpruneWarning, InvalidArgumentError, InvalidTypeError, UnsupportedModelError
 from fprune.frontends import export
+from fprune.hf._extra import check_model as _check_model
 from fprune.hf.families import FAMILIES, Family
-from fprune.masks import topk_mask
+from fprune.hf.storage import load, save
+from fprune.masks import _prune_lowest, global_topk_mask, topk_mask
 from fprune.plan import Plan, Scored, plan_from_scored
 
-__all__ = ["FAMILIES", "Family", "Widths", "apply", "family", "trace", "widths"]
+__all__ = ["FAMILIES", "Family", "Widths", "apply", "family", "load", "save", "trace", "widths"]
 
 _KINDS = ("heads", "kv_heads", "mlp", "hidden")
 
@@ -120,10 +123,11 @@ class Widths:
     kv_heads: float = 0.0
     mlp: float = 0.0
     hidden: float = 0.0
+    uniform: bool = True
 
     def __repr__(self) -> str:
-        given = ", ".join(f"{k}={getattr(self, k)!r}" for k in _KINDS if getattr(self, k))
-        return f"widths({given})"
+        given = [f"{k}={getattr(self, k)!r}" for k in _KINDS if getattr(self, k)]
+        return f"widths({', '.join(given + ([] if self.uniform else ['uniform=False']))})"
 
     def __call__(self, scored: Scored) -> Plan:
         if not isinstance(scored, Scored):
@@ -145,11 +149,77 @@ class Widths:
                 raise UnsupportedModelError(
                     f"{self!r}: the {kind} of this {type(source.model).__name__} cannot be pruned exactly: {why}")
             per_module[pattern] = fraction
-        rule = topk_mask(0.0, per_module=per_module) if per_module else topk_mask(0.0)
-        return plan_from_scored(rule, scored)
+        if not self.uniform:
+            plan = _ranked_across_layers(scored, per_module)
+        else:
+            plan = plan_from_scored(topk_mask(0.0, per_module=per_module) if per_module else topk_mask(0.0), scored)
+        return _valid_counts(plan, scored, fam, config)
 
 
-def widths(heads: float = 0.0, kv_heads: float = 0.0, mlp: float = 0.0, hidden: float = 0.0) -> Widths:
+def _valid_counts(plan: Plan, scored: Scored, fam: Family, config: Any) -> Plan:
+    """Keeps more heads, then more hidden channels, where the config's own checks refuse a count.
+
+    transformers validates a config when it is saved or loaded (Llama's: ``hidden_size`` a multiple
+    of ``num_attention_heads``, even with an explicit ``head_dim``): each layer's kept count of a
+    width is raised to the next one the config accepts (the unpruned count always is).
+    """
+    masks = dict(plan.masks)
+    raised: dict[str, list[str]] = {}
+    chosen: dict[str, int] = {}
+    for kind, pattern in (("attention", fam.attention), ("hidden", fam.embed)):
+        if pattern is None:
+            continue
+        for group in _matching(scored.analysis.groups, pattern):
+            mask = masks.get(group.name)
+            if mask is None or bool(mask.all()):
+                continue
+            keep = int(mask.sum())
+            while keep < group.size and not _config_accepts(config, fam, {**chosen, kind: keep}):
+                keep += 1
+            if keep != int(mask.sum()):
+                raised.setdefault(kind, []).append(f"{group.name}: {int(mask.sum())} -> {keep}")
+                masks[group.name] = _prune_lowest(scored.scores[group.name], group.size - keep)
+            chosen[kind] = max(chosen.get(kind, 0), keep)
+    if not raised:
+        return plan
+    for kind, changes in raised.items():
+        warnings.warn(FpruneWarning(
+            f"fprune.hf.widths kept more {kind} units than asked, so that {type(config).__name__} accepts the "
+            f"result (its validation, e.g. hidden_size a multiple of num_attention_heads): {'; '.join(changes)}"),
+            stacklevel=3)
+    return Plan(plan.analysis, MappingProxyType(masks), plan.options)
+
+
+def _config_accepts(config: Any, fam: Family, kept: Mapping[str, int]) -> bool:
+    """Whether the config, with these widths, passes its own validation (where it has one)."""
+    validate = getattr(config, "validate", None)
+    if not callable(validate):
+        return True
+    try:  # huggingface_hub, a dependency of transformers, wraps what a validator raises
+        from huggingface_hub.errors import StrictDataclassError
+        refused: tuple[type[Exception], ...] = (StrictDataclassError, ValueError, TypeError)
+    except ImportError:  # pragma: no cover - an older huggingface_hub
+        refused = (ValueError, TypeError)
+    trial = copy.deepcopy(config)
+    _edit_config(trial, fam, config, kept)
+    try:
+        trial.validate()
+    except refused:
+        return False
+    return True
+
+
+def _ranked_across_layers(scored: Scored, per_module: Mapping[str, float]) -> Plan:
+    """Each width's groups (one per layer) ranked jointly: the fraction is of that width in all layers."""
+    masks = {name: torch.ones_like(s, dtype=torch.bool) for name, s in scored.scores.items()}
+    for pattern, fraction in per_module.items():
+        names = [g.name for g in _matching(scored.analysis.groups, pattern)]
+        masks |= global_topk_mask(fraction).select_many({n: scored.scores[n] for n in names})
+    return Plan(scored.analysis, MappingProxyType(masks), scored.options)
+
+
+def widths(heads: float = 0.0, kv_heads: float = 0.0, mlp: float = 0.0, hidden: float = 0.0, *,
+           uniform: bool = True) -> Widths:
     """A mask stage removing the same fraction of each width in every layer (the lowest scores).
 
     ``kv_heads`` removes whole key/value heads, with the query heads that read them (grouped-query
@@ -157,6 +227,13 @@ def widths(heads: float = 0.0, kv_heads: float = 0.0, mlp: float = 0.0, hidden: 
     name the same width.  ``mlp`` is the intermediate width, ``hidden`` the residual stream
     (exact on RMSNorm families).  Every layer has the same widths, so each keeps the same count
     (``n - int(n * fraction)``, at least one), and the model's standard class can hold the result.
+
+    With ``uniform=False`` each width is ranked across all layers at once
+    (:func:`~fprune.masks.global_topk_mask`, scores divided by each layer's mean): the fraction is
+    of that width summed over the layers, and each layer keeps its own count (at least one).  The
+    standard class cannot hold such a model: :func:`apply` needs ``uniform=False`` too, and
+    :func:`fprune.hf.save` / :func:`fprune.hf.load` store and rebuild it (plain
+    ``from_pretrained`` refuses its mismatched shapes).
 
     Raises:
         InvalidArgumentError: a fraction outside ``[0, 1)``, or ``heads`` and ``kv_heads`` both given.
@@ -173,17 +250,23 @@ def widths(heads: float = 0.0, kv_heads: float = 0.0, mlp: float = 0.0, hidden: 
             raise InvalidArgumentError(
                 f"fprune.hf.widths expects {name} as a fraction to remove in [0, 1), got {value!r}; "
                 "0 keeps the width, 0.5 removes half of it (at least one is always kept)")
+    if not isinstance(uniform, bool):
+        raise InvalidTypeError(f"fprune.hf.widths expects uniform as a bool, got {uniform!r}")
     if heads and kv_heads:
         raise InvalidArgumentError(
             "fprune.hf.widths: give heads or kv_heads, not both: kv_heads removes whole key/value groups "
             "with their query heads; heads (models with a key/value head per query head) removes heads")
-    return Widths(float(heads), float(kv_heads), float(mlp), float(hidden))
+    return Widths(float(heads), float(kv_heads), float(mlp), float(hidden), uniform)
 
 
-def apply(plan: Plan, model: nn.Module | None = None, *, check: bool = True) -> nn.Module:
+def apply(plan: Plan, model: nn.Module | None = None, *, check: bool = True, uniform: bool = True) -> nn.Module:
     """The pruned model in its own class, with its config updated; `model` is not modified.
 
-    The plan must keep the same widths in every layer (:func:`widths` does).  The new model is
+    The plan must keep the same widths in every layer (:func:`widths` does), unless `uniform` is
+    False: then the config holds each width's largest count, ``config.fprune_layer_widths`` lists
+    every layer's own (one dict of config fields per layer), and each layer's tensors have its
+    shapes; save it with :func:`fprune.hf.save` and read it back with :func:`fprune.hf.load`.  The
+    new model is
     built on the meta device and filled with the pruned tensors (``load_state_dict(assign=True)``);
     tensors the plan leaves whole are copied, so the two models share no storage.  With `check`
     (and real weights), the new model is run on the tracing inputs and compared with the pruned
@@ -194,6 +277,7 @@ def apply(plan: Plan, model: nn.Module | None = None, *, check: bool = True) -> 
         plan: a plan for a program from :func:`trace` (or an ExportedProgram of `model`).
         model: the model the program was exported from; found by itself for :func:`trace`'s programs.
         check: compare the rebuilt model's output with the pruned program's.
+        uniform: refuse per-layer widths (a plan of ``widths(..., uniform=False)`` needs False).
 
     Raises:
         InvalidTypeError: `plan` is not a Plan of an ExportedProgram.
@@ -209,36 +293,24 @@ def apply(plan: Plan, model: nn.Module | None = None, *, check: bool = True) -> 
     model = source.model
     fam = family(model)
     config = copy.deepcopy(model.config)
-    kept = _kept_widths(plan, fam, model.config)
-    _edit_config(config, fam, model.config, kept)
+    if not isinstance(uniform, bool):
+        raise InvalidTypeError(f"fprune.hf.apply expects uniform as a bool, got {uniform!r}")
+    kept, per_layer = _kept_widths(plan, fam, model.config, uniform)
+    if not _config_accepts(model.config, fam, kept):
+        raise UnsupportedModelError(
+            f"the widths this plan keeps ({kept}) make a {type(model.config).__name__} that its own validation "
+            "refuses (so save_pretrained and from_pretrained would fail); fprune.hf.widths rounds counts to "
+            "valid ones: use it, or keep e.g. a head count that divides hidden_size")
+    _edit_config(config, fam, model.config, kept, per_layer)
     small = apply_patterns(plan)
     assert isinstance(small, ExportedProgram)
-    rebuilt = _rebuild(model, config, small)
+    rebuilt = _rebuild(model, config, small, reshape=bool(per_layer))
     if check and not any(p.is_meta for p in rebuilt.parameters()):
         _check_same(rebuilt, small, source.kwargs)
     return rebuilt
 
 
 # --------------------------------------------------------------------------------------
-
-
-def _require() -> None:
-    """Raises MissingDependencyError, saying how to install it, when the hf extra is missing."""
-    missing = [m for m in ("transformers", "safetensors") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise MissingDependencyError(
-            f"fprune.hf needs the hf extra ({', '.join(missing)} missing): pip install 'fprune[hf]', with torch "
-            "pinned so that pip keeps the installed one: pip install -c constraints.txt 'fprune[hf]' where "
-            "constraints.txt says torch==<your version>")
-
-
-def _check_model(model: object) -> None:
-    _require()
-    from transformers import PreTrainedModel
-
-    if not isinstance(model, PreTrainedModel):
-        raise InvalidTypeError(f"fprune.hf expects a transformers PreTrainedModel, got {type(model).__name__}; "
-                               "for other models use fprune.export and apply_patterns")
 
 
 def _source(lifted: Any, model: nn.Module | None) -> _Source:
@@ -297,24 +369,34 @@ def _matching(groups: tuple[ChannelGroup, ...], pattern: str) -> list[ChannelGro
     return [g for g in groups if any(fnmatch.fnmatchcase(p, pattern) for p in g.producers)]
 
 
-def _kept_widths(plan: Plan, fam: Family, config: Any) -> dict[str, int]:
-    """Kind -> the units every layer keeps; raises on per-layer differences or unexpected groups."""
+def _kept_widths(plan: Plan, fam: Family, config: Any,
+                 uniform: bool = True) -> tuple[dict[str, int], dict[str, list[int]]]:
+    """Kind -> the most units a layer keeps, and kind -> each layer's count where layers differ.
+
+    Raises on per-layer differences when `uniform`, and on pruned groups no config field describes.
+    """
     patterns = {"mlp": fam.mlp_in, "hidden": fam.embed}
     if fam.attention is not None:
         patterns["attention"] = fam.attention
     pruned = {k for k, m in plan.masks.items() if not bool(m.all())}
     kept: dict[str, int] = {}
+    per_layer: dict[str, list[int]] = {}
     for kind, pattern in patterns.items():
-        groups = _matching(plan.analysis.groups, pattern)
+        groups = sorted(_matching(plan.analysis.groups, pattern), key=lambda g: _layer(g, pattern))
         counts = {g.name: int(plan.masks[g.name].sum()) if g.name in plan.masks else g.size for g in groups}
         pruned -= set(counts)
         if len(set(counts.values())) > 1:
-            raise UnsupportedModelError(
-                f"the plan keeps different {kind} widths per layer ({counts}); a standard "
-                f"{type(config).__name__} holds one width for every layer. Use fprune.hf.widths, which keeps "
-                "the same count in each layer")
-        if counts and next(iter(counts.values())) < next(g.size for g in groups):
-            kept[kind] = next(iter(counts.values()))
+            if uniform or kind == "hidden":
+                raise UnsupportedModelError(
+                    f"the plan keeps different {kind} widths per layer ({counts}); a standard "
+                    f"{type(config).__name__} holds one width for every layer. Use fprune.hf.widths, which keeps "
+                    "the same count in each layer, or widths(..., uniform=False) with apply(plan, uniform=False) "
+                    "and fprune.hf.save / fprune.hf.load")
+            per_layer[kind] = list(counts.values())
+        if counts and max(counts.values()) < next(g.size for g in groups):
+            kept[kind] = max(counts.values())
+        elif kind in per_layer:
+            kept[kind] = max(counts.values())
     if pruned:
         raise UnsupportedModelError(
             f"the plan prunes {sorted(pruned)}, which no field of {type(config).__name__} describes; prune only "
@@ -323,11 +405,30 @@ def _kept_widths(plan: Plan, fam: Family, config: Any) -> dict[str, int]:
         _pattern(fam, "hidden", config)  # raises with the reason
     if "attention" in kept and fam.norm == "layer":
         _pattern(fam, "heads", config)
-    return kept
+    return kept, per_layer
 
 
-def _edit_config(config: Any, fam: Family, old: Any, kept: Mapping[str, int]) -> None:
+def _layer(group: ChannelGroup, pattern: str) -> tuple[int, ...]:
+    """The layer indices in the producer `pattern` matches (``model.layers.3.mlp...`` -> (3,))."""
+    producer = next(p for p in group.producers if fnmatch.fnmatchcase(p, pattern))
+    return tuple(int(part) for part in producer.split(".") if part.isdigit())
+
+
+def _edit_config(config: Any, fam: Family, old: Any, kept: Mapping[str, int],
+                 per_layer: Mapping[str, list[int]] | None = None) -> None:
     hidden = int(getattr(old, fam.hidden))
+    if per_layer:
+        layers = [{} for _ in next(iter(per_layer.values()))]  # type: list[dict[str, int]]
+        heads, kv = _head_counts(fam, old)
+        for kind, counts in per_layer.items():
+            for fields, units in zip(layers, counts):
+                if kind == "mlp":
+                    fields[fam.mlp] = units
+                else:
+                    fields[fam.heads] = units * (heads // kv)
+                    if fam.kv_heads:
+                        fields[fam.kv_heads] = units
+        config.fprune_layer_widths = layers
     if "attention" in kept:
         heads, kv = _head_counts(fam, old)
         head_dim = getattr(old, fam.head_dim, None) if fam.head_dim else None
@@ -349,7 +450,7 @@ def _edit_config(config: Any, fam: Family, old: Any, kept: Mapping[str, int]) ->
             setattr(config, fam.eps, float(getattr(old, fam.eps)) * hidden / d_new)
 
 
-def _rebuild(model: nn.Module, config: Any, small: ExportedProgram) -> nn.Module:
+def _rebuild(model: nn.Module, config: Any, small: ExportedProgram, *, reshape: bool = False) -> nn.Module:
     read = {n.name for n in small.graph.nodes if n.op == "placeholder" and n.users}
     used = {spec.target for spec in small.graph_signature.input_specs if spec.target and spec.arg.name in read}
     state = {k: v for k, v in small.state_dict.items() if k in used}
@@ -369,6 +470,7 @@ def _rebuild(model: nn.Module, config: Any, small: ExportedProgram) -> nn.Module
                 else t.detach().clone()
     with torch.device("meta"):
         new = type(model)(config)
+    _fit_shapes(new, state, reshape)
     missing, unexpected = new.load_state_dict(state, strict=False, assign=True)
     tie = getattr(new, "tie_weights", None)
     if callable(tie):
@@ -394,6 +496,22 @@ def _rebuild(model: nn.Module, config: Any, small: ExportedProgram) -> nn.Module
     if getattr(model, "generation_config", None) is not None:
         new.generation_config = copy.deepcopy(model.generation_config)
     return new
+
+
+def _fit_shapes(new: nn.Module, state: Mapping[str, Tensor], reshape: bool) -> None:
+    """Gives `new`'s parameters the shapes of `state` (per-layer widths), or raises on a mismatch."""
+    for name, param in list(new.named_parameters()):
+        value = state.get(name)
+        if value is None or value.shape == param.shape:
+            continue
+        if not reshape:
+            raise UnsupportedModelError(
+                f"the pruned {name!r} has shape {tuple(value.shape)} but a {type(new).__name__} built from the new "
+                f"config expects {tuple(param.shape)}: fprune.hf's table does not describe this class; please "
+                "report it, and use the pruned ExportedProgram (apply_patterns) meanwhile")
+        owner, _, leaf = name.rpartition(".")
+        setattr(new.get_submodule(owner), leaf,
+                nn.Parameter(torch.empty(value.shape, dtype=param.dtype, device="meta"), param.requires_grad))
 
 
 def _main(out: Any) -> Tensor:

@@ -25,6 +25,7 @@ from typing import Any
 from torch import nn
 
 from fprune.errors import CheckpointError, FpruneWarning, InvalidArgumentError
+from fprune.hf._extra import require
 from fprune.hf.checkpoint import read_checkpoint
 from fprune.types import Scorer
 
@@ -119,7 +120,7 @@ def prune_folder(
     from fprune import hf
 
     start = time.perf_counter()
-    hf._require()
+    require()
     if scorer not in SCORERS:
         raise InvalidArgumentError(f"prune_folder expects scorer in {sorted(SCORERS)}, got {scorer!r}")
     stage = hf.widths(heads=heads, kv_heads=kv_heads, mlp=mlp, hidden=hidden)
