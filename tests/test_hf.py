@@ -235,6 +235,7 @@ def test_per_layer_widths_exact_and_reloaded_by_hf_load(build: Any, widths: dict
     assert small.config.intermediate_size == max(mlp)
     for i, fields in enumerate(layers):
         assert small.model.layers[i].mlp.up_proj.weight.shape[0] == fields["intermediate_size"]
+        assert small.model.layers[i].mlp.down_proj.in_features == fields["intermediate_size"]
         assert small.model.layers[i].self_attn.k_proj.weight.shape[0] == fields["num_key_value_heads"] * \
             small.model.layers[i].self_attn.head_dim
     ids = _ids()

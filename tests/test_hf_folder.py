@@ -203,3 +203,13 @@ def test_missing_extra_says_how_to_install(saved: Path, tmp_path: Path, monkeypa
     assert main(["hf", "prune", str(saved), str(tmp_path / "o"), "--mlp", "0.5"]) == 1
     err = capsys.readouterr().err
     assert "safetensors missing" in err and "pip install 'fprune[hf]'" in err and not (tmp_path / "o").exists()
+
+
+def test_per_layer_folder_loads_with_hf_load(saved: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "o"
+    assert main(["hf", "prune", str(saved), str(out), "--mlp", "0.5", "--per-layer", "--no-progress"]) == 0
+    stdout, stderr = capsys.readouterr()
+    assert "widest of 2 layers" in stdout and "layer 0: intermediate_size" in stdout and "fprune.hf.load" in stderr
+    back = hf.load(out)
+    widths = [f["intermediate_size"] for f in back.config.fprune_layer_widths]
+    assert sum(widths) == 64 and [m.mlp.up_proj.out_features for m in back.model.layers] == widths

@@ -43,7 +43,7 @@ from fprune.errors import FpruneWarning, InvalidArgumentError, InvalidTypeError,
 from fprune.frontends import export
 from fprune.hf._extra import check_model as _check_model
 from fprune.hf.families import FAMILIES, Family
-from fprune.hf.storage import load, save
+from fprune.hf.storage import load, save, set_parameter
 from fprune.masks import _prune_lowest, global_topk_mask, topk_mask
 from fprune.plan import Plan, Scored, plan_from_scored
 
@@ -509,9 +509,8 @@ def _fit_shapes(new: nn.Module, state: Mapping[str, Tensor], reshape: bool) -> N
                 f"the pruned {name!r} has shape {tuple(value.shape)} but a {type(new).__name__} built from the new "
                 f"config expects {tuple(param.shape)}: fprune.hf's table does not describe this class; please "
                 "report it, and use the pruned ExportedProgram (apply_patterns) meanwhile")
-        owner, _, leaf = name.rpartition(".")
-        setattr(new.get_submodule(owner), leaf,
-                nn.Parameter(torch.empty(value.shape, dtype=param.dtype, device="meta"), param.requires_grad))
+        set_parameter(new, name, nn.Parameter(torch.empty(value.shape, dtype=param.dtype, device="meta"),
+                                              param.requires_grad))
 
 
 def _main(out: Any) -> Tensor:

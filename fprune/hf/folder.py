@@ -62,6 +62,7 @@ class FolderReport:
     bytes_before: int  # the weight files on disk
     bytes_after: int
     seconds: float
+    layer_widths: tuple[Mapping[str, int], ...] = ()  # each layer's widths after, when they differ per layer
     notes: tuple[str, ...] = field(default=())  # the FpruneWarnings of the analysis, also in fprune.json
 
     def table(self) -> str:
@@ -76,14 +77,17 @@ class FolderReport:
             parameters                   1,000       600  (60.0% kept)
             weights on disk             3.9 KiB   2.3 KiB
         """
-        rows = [(f"width (each of {self.layers} layers)", "before", "after")]
+        which = "widest" if self.layer_widths else "each"
+        rows = [(f"width ({which} of {self.layers} layers)", "before", "after")]
         rows += [(k, _shown(v), _shown(self.widths_after[k])) for k, v in self.widths_before.items()
                  if v is not None or self.widths_after[k] is not None]
         kept = f"  ({100 * self.params_after / max(self.params_before, 1):.1f}% kept)"
         rows.append(("parameters", f"{self.params_before:,}", f"{self.params_after:,}" + kept))
         rows.append(("weights on disk", _size(self.bytes_before), _size(self.bytes_after)))
         first = max(len(r[0]) for r in rows)
-        return "\n".join(f"{a:<{first}}  {b:>8}  {c:>8}" for a, b, c in rows)
+        lines = [f"{a:<{first}}  {b:>8}  {c:>8}" for a, b, c in rows]
+        lines += [f"layer {i}: " + ", ".join(f"{k} {v}" for k, v in w.items()) for i, w in enumerate(self.layer_widths)]
+        return "\n".join(lines)
 
 
 def prune_folder(
@@ -96,6 +100,7 @@ def prune_folder(
     hidden: float = 0.0,
     scorer: str = "l1",
     seed: int = 0,
+    uniform: bool = True,
     overwrite: bool = False,
     progress: bool = False,
 ) -> FolderReport:
@@ -106,6 +111,8 @@ def prune_folder(
         out: the folder to create; an existing one is replaced only with `overwrite`.
         heads, kv_heads, mlp, hidden: fractions to remove, as in :func:`fprune.hf.widths`.
         scorer: ``"l1"``, ``"l2"`` or ``"random"`` (with `seed`).
+        uniform: the same widths in every layer (False: per-layer widths, which plain
+            ``from_pretrained`` refuses and :func:`fprune.hf.load` reads).
         overwrite: replace `out` if it exists (only after the new model is fully written).
         progress: show a progress bar on stderr.
 
@@ -123,7 +130,7 @@ def prune_folder(
     require()
     if scorer not in SCORERS:
         raise InvalidArgumentError(f"prune_folder expects scorer in {sorted(SCORERS)}, got {scorer!r}")
-    stage = hf.widths(heads=heads, kv_heads=kv_heads, mlp=mlp, hidden=hidden)
+    stage = hf.widths(heads=heads, kv_heads=kv_heads, mlp=mlp, hidden=hidden, uniform=uniform)
     src, dst = Path(source), Path(out)
     if dst.exists() and not overwrite:
         raise InvalidArgumentError(f"{dst} already exists; choose another OUT, or pass --overwrite to replace it "
@@ -149,7 +156,7 @@ def prune_folder(
             bar.step("mask")
             plan = stage(scored)
             bar.step("apply")
-            small = hf.apply(plan)
+            small = hf.apply(plan, uniform=uniform)
         notes = tuple(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, FpruneWarning)))
         bar.step("save")
         after = {f: _width(small.config, f) for f in fields}
@@ -164,7 +171,8 @@ def prune_folder(
         source=src, out=dst, widths_before=MappingProxyType(before), widths_after=MappingProxyType(after),
         layers=int(getattr(model.config, "num_hidden_layers", 0) or 0),
         params_before=_params(model), params_after=_params(small), bytes_before=ckpt.nbytes,
-        bytes_after=read_checkpoint(dst).nbytes, seconds=time.perf_counter() - start, notes=notes)
+        bytes_after=read_checkpoint(dst).nbytes, seconds=time.perf_counter() - start, notes=notes,
+        layer_widths=tuple(MappingProxyType(dict(w)) for w in getattr(small.config, "fprune_layer_widths", None) or ()))
 
 
 # --------------------------------------------------------------------------------------

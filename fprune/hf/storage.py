@@ -22,7 +22,7 @@ from fprune.errors import CheckpointError, InvalidTypeError
 from fprune.hf._extra import check_model, require
 from fprune.hf.checkpoint import Checkpoint, read_checkpoint
 
-__all__ = ["save", "load", "LAYERS_FIELD"]
+__all__ = ["save", "load", "set_parameter", "LAYERS_FIELD"]
 
 LAYERS_FIELD = "fprune_layer_widths"
 
@@ -91,11 +91,21 @@ def _fill_mismatched(model: nn.Module, ckpt: Checkpoint, names: set[str]) -> Non
             raise CheckpointError(f"{ckpt.root}: {name!r} does not fit the class the config builds")
         with safe_open(str(ckpt.root / entry.file), framework="pt", device=str(param.device)) as f:
             value = f.get_tensor(name).to(param.dtype)
-        owner, _, leaf = name.rpartition(".")
-        setattr(model.get_submodule(owner), leaf, nn.Parameter(value, param.requires_grad))
+        set_parameter(model, name, nn.Parameter(value, param.requires_grad))
     wrong = [n for n, p in model.named_parameters() if n in ckpt.tensors and tuple(p.shape) != ckpt.tensors[n].shape]
     if wrong:
         raise CheckpointError(f"{ckpt.root}: after loading, {wrong[:3]} still differ from the saved shapes")
+
+
+def set_parameter(model: nn.Module, name: str, value: nn.Parameter) -> None:
+    """Puts `value` at `name`, and updates the sizes a Linear or Embedding keeps beside its weight."""
+    owner, _, leaf = name.rpartition(".")
+    module = model.get_submodule(owner)
+    setattr(module, leaf, value)
+    if leaf == "weight" and isinstance(module, nn.Linear):
+        module.out_features, module.in_features = value.shape
+    elif leaf == "weight" and isinstance(module, nn.Embedding):
+        module.num_embeddings, module.embedding_dim = value.shape
 
 
 @contextlib.contextmanager
