@@ -289,3 +289,25 @@ def test_hf_load_of_a_uniform_folder_is_from_pretrained(tmp_path: Path) -> None:
     torch.testing.assert_close(_logits(back.eval(), _ids()), _logits(small, _ids()), rtol=0, atol=0)
     with pytest.raises(InvalidTypeError, match="PreTrainedModel"):
         hf.save(nn.Linear(2, 2), tmp_path / "x")
+
+
+@pytest.mark.parametrize("cls", ["ViTModel", "ViTForImageClassification"])
+def test_vit_prunes_the_mlp_exactly_on_images(cls: str, tmp_path: Path) -> None:
+    config = transformers.ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                    image_size=16, patch_size=4, num_labels=3)
+    torch.manual_seed(0)
+    model = getattr(transformers, cls)(config).double().eval()
+    small, plan = _prune(model, hf.widths(mlp=0.5))
+    assert type(small) is type(model) and small.config.intermediate_size == 32
+    images = torch.randn(2, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+
+    def out(m: nn.Module) -> torch.Tensor:
+        with torch.no_grad():
+            o = m(pixel_values=images)
+        return o.logits if hasattr(o, "logits") else o.last_hidden_state
+
+    torch.testing.assert_close(out(small), out(zero_slices(model, plan.params())), rtol=1e-9, atol=1e-9)
+    small.save_pretrained(tmp_path)
+    torch.testing.assert_close(out(type(model).from_pretrained(tmp_path, dtype=torch.float64).eval()), out(small))
+    with pytest.raises(UnsupportedModelError, match="ties the head size"):
+        hf.widths(heads=0.5)(score_l1(hf.trace(model)))

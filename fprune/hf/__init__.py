@@ -87,6 +87,9 @@ def family(model: Any) -> Family:
 def trace(model: nn.Module, *, seq_len: int = 8, batch: int = 1) -> ExportedProgram:
     """Exports a transformers model on dummy token ids built from its config (``use_cache=False``).
 
+    Vision families (``Family.inputs == "pixels"``, e.g. ViT) get ``batch`` seeded random images
+    of ``config.image_size`` instead (`seq_len` unused).
+
     Works on the meta device (the ids are made there too).  The model is not modified; the
     program returned is remembered with it, for :func:`apply`.
 
@@ -101,13 +104,24 @@ def trace(model: nn.Module, *, seq_len: int = 8, batch: int = 1) -> ExportedProg
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidArgumentError(f"fprune.hf.trace expects a positive int {name}, got {value!r}")
     config = model.config
-    vocab = int(getattr(config, "vocab_size", 0) or 0)
-    if vocab < 1:
-        raise UnsupportedModelError(f"fprune.hf.trace builds token ids from config.vocab_size; "
-                                    f"{type(model).__name__}'s config has none (a vision or audio model)")
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    ids = (torch.arange(batch * seq_len) % vocab).reshape(batch, seq_len).to(device)
-    kwargs: dict[str, Any] = {"input_ids": ids}
+    first = next(iter(model.parameters()), None)
+    device = first.device if first is not None else torch.device("cpu")
+    kwargs: dict[str, Any] = {}
+    if family(model).inputs == "pixels":
+        size = getattr(config, "image_size", None)
+        sides = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+        if len(sides) != 2 or not all(isinstance(x, int) and x > 0 for x in sides):
+            raise UnsupportedModelError(f"fprune.hf.trace builds images from config.image_size; "
+                                        f"{type(model).__name__}'s is {size!r}, not a positive int or (height, width)")
+        channels = int(getattr(config, "num_channels", 3) or 3)
+        images = torch.randn(batch, channels, *sides, generator=torch.Generator().manual_seed(0))
+        kwargs["pixel_values"] = images.to(device=device, dtype=first.dtype if first is not None else None)
+    else:
+        vocab = int(getattr(config, "vocab_size", 0) or 0)
+        if vocab < 1:
+            raise UnsupportedModelError(f"fprune.hf.trace builds token ids from config.vocab_size; "
+                                        f"{type(model).__name__}'s config has none (a vision or audio model)")
+        kwargs["input_ids"] = (torch.arange(batch * seq_len) % vocab).reshape(batch, seq_len).to(device)
     if "use_cache" in inspect.signature(model.forward).parameters:
         kwargs["use_cache"] = False
     program = export(model, kwargs=kwargs)

@@ -36,6 +36,7 @@ class Family:
     mlp_in: str  # glob of a producer of each layer's MLP width
     embed: str  # glob of the hidden width's first producer (the token embedding)
     head_norms: bool = False  # per-head q/k norms share ``eps`` with the hidden-width norms
+    inputs: Literal["ids", "pixels"] = "ids"  # what trace() feeds: token ids, or images from the config
 
 
 _LLAMA = Family(hidden="hidden_size", heads="num_attention_heads", kv_heads="num_key_value_heads",
@@ -59,4 +60,7 @@ FAMILIES: Mapping[str, Family] = MappingProxyType({
     "distilbert": Family(hidden="dim", heads="n_heads", kv_heads=None, head_dim=None, mlp="hidden_dim", norm="layer",
                          eps=None, attention="*layer.*.attention.q_lin", mlp_in="*layer.*.ffn.lin1",
                          embed="*embeddings.word_embeddings"),
+    "vit": Family(hidden="hidden_size", heads="num_attention_heads", kv_heads=None, head_dim=None,
+                  mlp="intermediate_size", norm="layer", eps="layer_norm_eps", attention="*layers.*.attention.q_proj",
+                  mlp_in="*layers.*.mlp.fc1", embed="*embeddings.patch_embeddings.projection", inputs="pixels"),
 })
