@@ -311,3 +311,29 @@ def test_vit_prunes_the_mlp_exactly_on_images(cls: str, tmp_path: Path) -> None:
     torch.testing.assert_close(out(type(model).from_pretrained(tmp_path, dtype=torch.float64).eval()), out(small))
     with pytest.raises(UnsupportedModelError, match="ties the head size"):
         hf.widths(heads=0.5)(score_l1(hf.trace(model)))
+
+
+@pytest.mark.parametrize("ff", ["relu", "gated-gelu"])
+def test_t5_prunes_the_mlp_exactly_and_generates(ff: str, tmp_path: Path) -> None:
+    """Encoder-decoder: trace feeds the ids to both sides; d_ff is exact (wi, or wi_0 * wi_1 gated).
+    Its heads stay: the relative position bias is added per head, and cross-attention makes its own."""
+    config = transformers.T5Config(d_model=32, d_ff=64, num_layers=2, num_heads=4, d_kv=8, vocab_size=64,
+                                   decoder_start_token_id=0, feed_forward_proj=ff)
+    torch.manual_seed(0)
+    model = transformers.T5ForConditionalGeneration(config).double().eval()
+    small, plan = _prune(model, hf.widths(mlp=0.5))
+    assert small.config.d_ff == 32
+    ids = _ids()
+
+    def logits(m: nn.Module) -> torch.Tensor:
+        with torch.no_grad():
+            return m(input_ids=ids, decoder_input_ids=ids).logits
+
+    torch.testing.assert_close(logits(small), logits(zero_slices(model, plan.params())), rtol=1e-9, atol=1e-9)
+    small.save_pretrained(tmp_path)
+    back = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.float64).eval()
+    torch.testing.assert_close(logits(back), logits(small), rtol=0, atol=0)
+    assert torch.equal(back.generate(ids, max_new_tokens=3, do_sample=False, use_cache=True),
+                       back.generate(ids, max_new_tokens=3, do_sample=False, use_cache=False))
+    with pytest.raises(UnsupportedModelError, match="heads .* cannot be pruned exactly"):
+        hf.widths(heads=0.5)(score_l1(hf.trace(model)))

@@ -88,7 +88,8 @@ def trace(model: nn.Module, *, seq_len: int = 8, batch: int = 1) -> ExportedProg
     """Exports a transformers model on dummy token ids built from its config (``use_cache=False``).
 
     Vision families (``Family.inputs == "pixels"``, e.g. ViT) get ``batch`` seeded random images
-    of ``config.image_size`` instead (`seq_len` unused).
+    of ``config.image_size`` instead (`seq_len` unused); encoder-decoder ones (T5) the same ids as
+    ``decoder_input_ids``.
 
     Works on the meta device (the ids are made there too).  The model is not modified; the
     program returned is remembered with it, for :func:`apply`.
@@ -122,6 +123,8 @@ def trace(model: nn.Module, *, seq_len: int = 8, batch: int = 1) -> ExportedProg
             raise UnsupportedModelError(f"fprune.hf.trace builds token ids from config.vocab_size; "
                                         f"{type(model).__name__}'s config has none (a vision or audio model)")
         kwargs["input_ids"] = (torch.arange(batch * seq_len) % vocab).reshape(batch, seq_len).to(device)
+        if family(model).inputs == "seq2seq":
+            kwargs["decoder_input_ids"] = kwargs["input_ids"]
     if "use_cache" in inspect.signature(model.forward).parameters:
         kwargs["use_cache"] = False
     program = export(model, kwargs=kwargs)

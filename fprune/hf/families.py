@@ -36,7 +36,8 @@ class Family:
     mlp_in: str  # glob of a producer of each layer's MLP width
     embed: str  # glob of the hidden width's first producer (the token embedding)
     head_norms: bool = False  # per-head q/k norms share ``eps`` with the hidden-width norms
-    inputs: Literal["ids", "pixels"] = "ids"  # what trace() feeds: token ids, or images from the config
+    # what trace() feeds: token ids, the same ids to an encoder and a decoder, or images from the config
+    inputs: Literal["ids", "seq2seq", "pixels"] = "ids"
 
 
 _LLAMA = Family(hidden="hidden_size", heads="num_attention_heads", kv_heads="num_key_value_heads",
@@ -60,6 +61,11 @@ FAMILIES: Mapping[str, Family] = MappingProxyType({
     "distilbert": Family(hidden="dim", heads="n_heads", kv_heads=None, head_dim=None, mlp="hidden_dim", norm="layer",
                          eps=None, attention="*layer.*.attention.q_lin", mlp_in="*layer.*.ffn.lin1",
                          embed="*embeddings.word_embeddings"),
+    # the relative position bias is one embedding of block 0, added per head in every layer; cross-attention
+    # builds a zero bias per head: its heads are refused, so are T5's (one num_heads for both)
+    "t5": Family(hidden="d_model", heads="num_heads", kv_heads=None, head_dim="d_kv", mlp="d_ff", norm="rms",
+                 eps="layer_norm_epsilon", attention="*.SelfAttention.q", mlp_in="*.DenseReluDense.wi*",
+                 embed="*encoder.embed_tokens", inputs="seq2seq"),
     "vit": Family(hidden="hidden_size", heads="num_attention_heads", kv_heads=None, head_dim=None,
                   mlp="intermediate_size", norm="layer", eps="layer_norm_eps", attention="*layers.*.attention.q_proj",
                   mlp_in="*layers.*.mlp.fc1", embed="*embeddings.patch_embeddings.projection", inputs="pixels"),
