@@ -15,6 +15,7 @@ Scores, masks and rewrites are pure functions that compose with toolz::
 from fprune import errors, groups  # groups: the analysis's former home, still importable as fprune.groups
 from fprune.frontends import export
 from fprune.analysis import ChannelGroup, Options, analyze
+from fprune.calibrate import score_activation, score_flap, score_wanda
 from fprune.masks import global_topk_mask, threshold_mask, topk_mask
 from fprune.plan import Plan, Scored, load_plan, score_model, score_with
 from fprune.rewrite import apply_patterns
@@ -43,6 +44,9 @@ __all__ = [
     "score_random",
     "score_lstm",
     "score_tensor",
+    "score_activation",
+    "score_wanda",
+    "score_flap",
     "score_model",
     "score_with",
     "ignore",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -61,7 +61,7 @@ class Scored:
 
     analysis: Analysis  # the traced graph and its channel groups
     scores: Mapping[str, Scores]  # group name (its first producer's fqn) -> one score per channel
-    scorer: Scorer  # the rule that produced them
+    scorer: Scorer | Callable[[Any], Scored]  # the rule that produced them (or a calibration scorer)
     options: Options = DEFAULT_OPTIONS  # what counted as prunable
 
     @property

@@ -27,6 +27,7 @@ __all__ = [
     "powers_of_two",
     "layer_widths",
     "examples",
+    "calibration_batches",
 ]
 
 FLOAT_DTYPES = (torch.float32, torch.float64)  # the dtypes scorers and masks are tested in
@@ -135,3 +136,11 @@ def layer_widths(min_layers: int = 2, max_layers: int = 5, max_width: int = 8) -
 def examples(ci_count: int) -> int:
     """An example count scaled by the loaded hypothesis profile (ci: 25 per property; thorough: 500)."""
     return max(1, ci_count * settings.default.max_examples // 25)
+
+
+@st.composite
+def calibration_batches(draw: st.DrawFn, width: int, max_batches: int = 3, max_rows: int = 6) -> list[Tensor]:
+    """A list of float32 batches ``[rows, width]`` (rows drawn per batch), from drawn seeds."""
+    count = draw(st.integers(1, max_batches))
+    return [_randn((draw(st.integers(1, max_rows)), width), draw(seeds()), torch.float32) for _ in range(count)]
+

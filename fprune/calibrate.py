@@ -1,0 +1,409 @@
+"""Activation-aware scores from a few calibration batches (issue #16, the scorers).
+
+Weight magnitude alone says little about which channels a trained network relies on; the
+activations that reach each channel's consumers say more.  Each scorer here runs the model once
+over the calibration batches, records what enters every ``Linear`` and ``Conv`` that reads a
+prunable group's channels, and scores each channel from those statistics (``X`` is a channel's
+input to one consumer over every token or pixel of every batch, ``W`` the consumer's weights
+reading it; a channel read by several consumers sums their scores):
+
+* :func:`score_activation`: ``mean |X|`` (``statistic="mean_abs"``) or ``||X||_2`` (``"l2"``);
+* :func:`score_wanda`: ``sum |W| * ||X||_2`` (Wanda's ``|W| * ||X||``, summed over the weights
+  reading the channel, as Wanda-sp does for whole channels);
+* :func:`score_flap`: ``var(X) * ||W||_2^2`` (FLAP's fluctuation metric: the variance of the
+  channel's input over the tokens times the squared norm of the weights reading it).
+
+They return the same :class:`fprune.Scored` as ``score_l1``, so ``topk_mask``,
+``global_topk_mask``, ``ignore`` and ``fprune.hf.widths`` work unchanged, on torch.fx models and
+on ExportedPrograms alike.  A batch is a tensor (``model(x)``), a tuple or list
+(``model(*batch)``) or a dict (``model(**batch)``); the batches are iterated once per call, so a
+generator serves one call.  The model is not modified (the recording runs on a copy of its graph).
+Statistics accumulate in float64.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from toolz import pipe
+    >>> from fprune import apply_patterns, topk_mask
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <...>
+    >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> batches = [torch.randn(16, 4) for _ in range(3)]
+    >>> score_wanda(batches)
+    score_wanda(<3 batches>)
+    >>> pipe(net, score_wanda(batches), topk_mask(0.5), apply_patterns).get_submodule("0").out_features
+    4
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import sys
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sized
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.fx import GraphModule, Node
+
+from fprune.analysis import DEFAULT_OPTIONS, Analysis, ChannelGroup, Options, analyze
+from fprune.errors import FpruneWarning, InvalidArgumentError, InvalidTypeError
+from fprune.plan import Scored, _refuse_unknown, _untile
+
+__all__ = ["ActivationScorer", "score_activation", "score_wanda", "score_flap"]
+
+Kind = Literal["activation", "wanda", "flap"]
+Statistic = Literal["mean_abs", "l2"]
+
+
+@dataclass
+class _Stats:
+    """Running per-channel sums of one consumer's input."""
+
+    count: int = 0
+    total: Tensor | None = None
+    total_abs: Tensor | None = None
+    total_sq: Tensor | None = None
+
+    def add(self, x: Tensor, dim: int) -> None:
+        x = x.detach().to(torch.float64).movedim(dim, -1).reshape(-1, x.shape[dim])
+        parts = (x.sum(0), x.abs().sum(0), (x * x).sum(0))
+        if self.total is None:
+            self.total, self.total_abs, self.total_sq = parts
+        else:
+            assert self.total_abs is not None and self.total_sq is not None
+            self.total, self.total_abs, self.total_sq = (
+                self.total + parts[0], self.total_abs + parts[1], self.total_sq + parts[2])
+        self.count += x.shape[0]
+
+
+@dataclass(frozen=True, eq=False)
+class ActivationScorer:
+    """A calibration-batch scorer, ``model -> Scored``; build it with :func:`score_wanda` and kin."""
+
+    kind: Kind
+    batches: Iterable[Any] = field(repr=False)
+    statistic: Statistic = "mean_abs"
+    options: Options = DEFAULT_OPTIONS
+    progress: bool = False
+
+    def __repr__(self) -> str:
+        size = f"<{len(self.batches)} batches>" if isinstance(self.batches, Sized) else "<batches>"
+        extra = f", statistic={self.statistic!r}" if self.kind == "activation" and self.statistic != "mean_abs" else ""
+        return f"score_{self.kind}({size}{extra})"
+
+    def __call__(self, model: Any) -> Scored:
+        """Scores every prunable group of `model` (an nn.Module, GraphModule or ExportedProgram)."""
+        analysis = analyze(model)
+        if self.options.strict:
+            _refuse_unknown(analysis)
+        modules = dict(analysis.graph.named_modules())
+        groups = [g for g in analysis.groups if g.prunable(self.options)]
+        skipped = [f"{g.name!r} ({g.why_not(self.options)})" for g in analysis.groups if not g.prunable(self.options)]
+        readers = {g.name: _readers(analysis, g, modules) for g in groups}
+        consumers = sorted({name for names in readers.values() for name, *_ in names})
+        stats = self._record(analysis, consumers, modules)
+        scores: dict[str, Tensor] = {}
+        for group in groups:
+            parts = [self._channel_scores(modules[name], stats[name], cols, size, stages)
+                     for name, cols, size, stages in readers[group.name] if stats[name].count]
+            if not parts:
+                skipped.append(f"{group.name!r} (no Linear or Conv reads these channels, so {self!r} has no input "
+                               "to measure)")
+                continue
+            total = parts[0]
+            for part in parts[1:]:
+                total = total + part
+            scores[group.name] = total.to(torch.float32)
+        if skipped:
+            warnings.warn("left unpruned: " + "; ".join(skipped), FpruneWarning, stacklevel=2)
+        return Scored(analysis, MappingProxyType(scores), self, self.options)
+
+    # ----------------------------------------------------------------------------------
+
+    def _record(self, analysis: Analysis, consumers: list[str], modules: Mapping[str, nn.Module]) -> dict[str, _Stats]:
+        stats = {name: _Stats() for name in consumers}
+        runner = _instrumented(analysis, consumers)
+
+        def record(name: str, x: Any) -> Any:
+            if isinstance(x, Tensor):
+                if not bool(torch.isfinite(x).all()):
+                    raise InvalidArgumentError(
+                        f"{self!r}: the input of {name!r} holds NaN or inf on calibration batch {seen}: the "
+                        "scores would be meaningless. Fix: check the batches (and the model's dtype)")
+                stats[name].add(x, _channel_dim(modules[name]))
+            return x
+
+        seen = 0
+        bar = _progress(self.progress, repr(self), len(self.batches) if isinstance(self.batches, Sized) else None)
+        with torch.no_grad(), _Recorder.installed(record), bar:
+            for batch in self.batches:
+                try:
+                    if isinstance(batch, Tensor):
+                        runner(batch)
+                    elif isinstance(batch, (tuple, list)):
+                        runner(*batch)
+                    elif isinstance(batch, Mapping):
+                        runner(**batch)
+                    else:
+                        raise InvalidTypeError(
+                            f"{self!r}: calibration batch {seen} is a {type(batch).__name__}; expected a tensor "
+                            "(model(x)), a tuple or list (model(*batch)) or a dict (model(**batch))")
+                except (RuntimeError, TypeError, ValueError, IndexError, AssertionError) as exc:
+                    if isinstance(exc, (InvalidArgumentError, InvalidTypeError)):
+                        raise
+                    exported = "" if analysis.source is None else (
+                        "; an ExportedProgram runs only the input shapes it was exported with, so give batches "
+                        "of exactly those shapes (for fprune.hf: trace(model, seq_len=..., batch=...) to match "
+                        "the batches)")
+                    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    raise InvalidArgumentError(
+                        f"{self!r}: calibration batch {seen} does not fit the model ({type(exc).__name__}: "
+                        f"{reason}). Fix: give batches shaped like the model's inputs{exported}") from exc
+                seen += 1
+                bar.update(1)
+        if not seen:
+            raise InvalidArgumentError(
+                f"{self!r}: the calibration batches yielded nothing (a generator serves one call; pass a list "
+                "to score several times)")
+        return stats
+
+    def _channel_scores(self, module: nn.Module, stats: _Stats, cols: tuple[int, int, int], size: int,
+                        stages: tuple[tuple[int, int], ...]) -> Tensor:
+        assert stats.total is not None and stats.total_abs is not None and stats.total_sq is not None
+        offset, width, factor = cols
+        n = max(stats.count, 1)
+        sl = slice(offset, offset + width)
+        if self.kind == "activation":
+            per_col = stats.total_abs[sl] / n if self.statistic == "mean_abs" else stats.total_sq[sl].sqrt()
+        else:
+            raw = getattr(module, "weight")
+            assert isinstance(raw, Tensor)  # a Linear or Conv (see _measurable)
+            weight = raw.detach().to(torch.float64).transpose(0, 1)  # [in, out, *kernel]
+            weight = weight.flatten(1)[sl]
+            if self.kind == "wanda":
+                per_col = weight.abs().sum(1) * stats.total_sq[sl].sqrt()
+            else:
+                mean = stats.total[sl] / n
+                variance = (stats.total_sq[sl] / n - mean * mean).clamp_min(0.0)
+                per_col = variance * (weight * weight).sum(1)
+        rows = per_col.reshape(size, factor)
+        return _untile(rows, stages).sum(1)
+
+
+def _check(batches: object, progress: object, factory: str) -> None:
+    if isinstance(batches, (Tensor, str, bytes)) or not isinstance(batches, Iterable):
+        raise InvalidTypeError(
+            f"{factory} expects an iterable of calibration batches (a list of tensors, tuples or dicts), got "
+            f"{type(batches).__name__}; wrap a single batch as [x]")
+    if not isinstance(progress, bool):
+        raise InvalidTypeError(f"{factory} expects progress as a bool, got {progress!r}")
+
+
+def _options(options: object, factory: str) -> Options:
+    if not isinstance(options, Options):
+        raise InvalidTypeError(f"{factory} expects options as an fprune.Options, got {type(options).__name__}")
+    return options
+
+
+def score_activation(batches: Iterable[Any], *, statistic: Statistic = "mean_abs",
+                     options: Options = DEFAULT_OPTIONS, progress: bool = False) -> ActivationScorer:
+    """Scores each channel by the size of its input to its consumers: ``mean |X|`` or ``||X||_2``.
+
+    Args:
+        batches: calibration batches: tensors, tuples or dicts of what the model's forward takes.
+        statistic: ``"mean_abs"`` (mean absolute value) or ``"l2"`` (norm over all tokens).
+        options: what counts as prunable (as in :func:`fprune.score_with`).
+        progress: show a progress bar over the batches on stderr.
+
+    Raises:
+        InvalidTypeError, InvalidArgumentError: bad arguments; when called, empty batches, a batch the
+            model cannot run, or activations holding NaN or inf.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> with torch.no_grad():
+        ...     _ = net[0].weight.copy_(torch.eye(3, 2)); _ = net[0].bias.zero_()
+        >>> x = torch.tensor([[1.0, -2.0], [3.0, 4.0]])
+        >>> score_activation([x])(net).scores["0"]  # relu(x) per channel, averaged; channel 2 reads nothing
+        tensor([2., 2., 0.])
+    """
+    _check(batches, progress, "score_activation")
+    if statistic not in ("mean_abs", "l2"):
+        raise InvalidArgumentError(f"score_activation expects statistic 'mean_abs' or 'l2', got {statistic!r}")
+    return ActivationScorer("activation", batches, statistic, _options(options, "score_activation"), progress)
+
+
+def score_wanda(batches: Iterable[Any], *, options: Options = DEFAULT_OPTIONS,
+                progress: bool = False) -> ActivationScorer:
+    """Wanda for whole channels: ``sum |W| * ||X||_2`` over the weights reading each channel.
+
+    Args:
+        batches: calibration batches: tensors, tuples or dicts of what the model's forward takes.
+        options: what counts as prunable (as in :func:`fprune.score_with`).
+        progress: show a progress bar over the batches on stderr.
+
+    Raises:
+        InvalidTypeError, InvalidArgumentError: as :func:`score_activation`.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1))
+        >>> with torch.no_grad():
+        ...     _ = net[0].weight.copy_(torch.eye(2)); _ = net[0].bias.zero_()
+        ...     _ = net[2].weight.copy_(torch.tensor([[0.5, -3.0]]))
+        >>> score_wanda([torch.tensor([[3.0, 4.0]])])(net).scores["0"]  # |W| * ||X||: 0.5 * 3, 3 * 4
+        tensor([ 1.5000, 12.0000])
+    """
+    _check(batches, progress, "score_wanda")
+    return ActivationScorer("wanda", batches, "mean_abs", _options(options, "score_wanda"), progress)
+
+
+def score_flap(batches: Iterable[Any], *, options: Options = DEFAULT_OPTIONS,
+               progress: bool = False) -> ActivationScorer:
+    """FLAP's fluctuation: ``var(X) * ||W||_2^2``, the input's variance over the tokens times the
+    squared norm of the weights reading it (a channel that never varies scores 0: its mean is what
+    FLAP's bias compensation restores).
+
+    Args:
+        batches: calibration batches: tensors, tuples or dicts of what the model's forward takes.
+        options: what counts as prunable (as in :func:`fprune.score_with`).
+        progress: show a progress bar over the batches on stderr.
+
+    Raises:
+        InvalidTypeError, InvalidArgumentError: as :func:`score_activation`.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1))
+        >>> with torch.no_grad():
+        ...     _ = net[0].weight.copy_(torch.eye(2)); _ = net[0].bias.zero_()
+        ...     _ = net[2].weight.copy_(torch.tensor([[2.0, 1.0]]))
+        >>> x = torch.tensor([[1.0, 5.0], [3.0, 5.0]])  # channel 0 varies (var 1), channel 1 is constant
+        >>> score_flap([x])(net).scores["0"]
+        tensor([4., 0.])
+    """
+    _check(batches, progress, "score_flap")
+    return ActivationScorer("flap", batches, "mean_abs", _options(options, "score_flap"), progress)
+
+
+# --------------------------------------------------------------------------------------
+
+
+def _channel_dim(module: nn.Module) -> int:
+    return -1 if isinstance(module, nn.Linear) else 1
+
+
+def _measurable(module: nn.Module) -> bool:
+    if isinstance(module, nn.Linear):
+        return True
+    return isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and module.groups == 1
+
+
+def _readers(analysis: Analysis, group: ChannelGroup,
+             modules: Mapping[str, nn.Module]) -> list[tuple[str, tuple[int, int, int], int, tuple[tuple[int, int], ...]]]:
+    """(consumer, (first column, columns, columns per channel), channels, head tilings) per read of `group`."""
+    index = analysis.by_producer[group.name]
+    out = []
+    for name in group.members:
+        role, module = analysis.roles.get(name), modules.get(name)
+        if role is None or role.in_layout is None or module is None or not _measurable(module):
+            continue
+        offset, factor = 0, role.in_layout.factor or 1
+        for seg in role.in_layout.segs:
+            width = seg.size * factor
+            if analysis.space_group[seg.space] == index:
+                stages = analysis.space_stages[seg.space] if analysis.space_stages else ()
+                out.append((name, (offset, width, factor), seg.size, stages))
+            offset += width
+    return out
+
+
+class _Recorder:
+    """The function the instrumented graph calls before each consumer: ``record(name, x) -> x``."""
+
+    current: Any = None
+
+    @staticmethod
+    def call(name: str, x: Any) -> Any:
+        return _Recorder.current(name, x) if _Recorder.current is not None else x
+
+    @staticmethod
+    @contextlib.contextmanager
+    def installed(fn: Any) -> Iterator[None]:
+        previous, _Recorder.current = _Recorder.current, fn
+        try:
+            yield
+        finally:
+            _Recorder.current = previous
+
+
+def _instrumented(analysis: Analysis, consumers: list[str]) -> Any:
+    """A callable running the analysed model with a record call before each consumer's input."""
+    wanted = {analysis.roles[name].node: name for name in consumers}
+    if analysis.source is None:  # torch.fx: the analysis graph is the model's GraphModule
+        root = analysis.graph
+        graph = copy.deepcopy(root.graph)
+        names = wanted
+    else:  # torch.export: the program's own module, whose nodes the lifted ones stand for
+        root = analysis.source.program.module()
+        graph = root.graph
+        names = {analysis.source.nodes[node]: name for node, name in wanted.items() if node in analysis.source.nodes}
+    for node in list(graph.nodes):
+        name = names.get(node.name)
+        if name is None or not node.args or not isinstance(node.args[0], Node):
+            continue
+        with graph.inserting_before(node):
+            recorded = graph.call_function(_Recorder.call, (name, node.args[0]))
+        node.args = (recorded, *node.args[1:])
+    if analysis.source is None:
+        return GraphModule(root, graph)
+    root.recompile()
+    return root
+
+
+class _Counter:
+    """Batches seen, on stderr, where tqdm is not installed."""
+
+    def __init__(self, what: str) -> None:
+        self.what, self.n = what, 0
+
+    def __enter__(self) -> _Counter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        print(file=sys.stderr)
+
+    def update(self, k: int) -> None:
+        self.n += k
+        print(f"\r{self.what}: {self.n} batches", end="", file=sys.stderr, flush=True)
+
+
+class _Silent:
+    def __enter__(self) -> _Silent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, k: int) -> None:
+        return None
+
+
+def _progress(enabled: bool, what: str, total: int | None) -> Any:
+    if not enabled:
+        return _Silent()
+    if importlib.util.find_spec("tqdm") is None:
+        return _Counter(what)
+    from tqdm.auto import tqdm  # type: ignore[import-untyped]
+
+    return tqdm(total=total, desc=what, unit="batch", file=sys.stderr)
