@@ -8,7 +8,7 @@ Commands::
                  [--per-module PATTERN=SPARSITY]
     fprune apply MODEL plan.json --out pruned.pt [--input-shape 1,3,32,32] [--prune-outputs] [--approximate]
     fprune hf prune SRC OUT [--heads F] [--kv-heads F] [--mlp F] [--hidden F] [--scorer l1|l2|random]
-                 [--seed N] [--per-layer] [--overwrite] [--no-progress]  # a Hugging Face model folder, fprune[hf]
+                 [--seed N] [--per-layer] [--approximate] [--overwrite] [--no-progress]  # a Hugging Face model folder, fprune[hf]
 
 ``MODEL`` is ``package.module:factory``: a callable taking no arguments that
 returns an ``nn.Module`` (or an ``nn.Module`` instance itself); the current
@@ -295,7 +295,7 @@ def _cmd_hf_prune(args: argparse.Namespace) -> int:
                                    "(each a fraction to remove, e.g. --mlp 0.3)")
     report = prune_folder(args.source, args.out, heads=args.heads, kv_heads=args.kv_heads, mlp=args.mlp,
                           hidden=args.hidden, scorer=args.scorer, seed=args.seed, uniform=not args.per_layer,
-                          overwrite=args.overwrite,
+                          approximate=args.approximate, overwrite=args.overwrite,
                           progress=not args.no_progress)
     print(report.table())
     notes = f"; {len(report.notes)} notes on groups left whole in its fprune.json" if report.notes else ""
@@ -402,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     hf_prune.add_argument("--per-layer", action="store_true",
                           help="rank each width across all layers, so layers keep different counts; OUT then "
                                "loads with fprune.hf.load (plain from_pretrained refuses its shapes)")
+    hf_prune.add_argument("--approximate", action="store_true",
+                          help="LayerNorm families (BERT, DistilBERT, ViT): prune heads and hidden together, "
+                               "inexactly (their classes tie hidden = heads x head size)")
     hf_prune.add_argument("--overwrite", action="store_true",
                           help="replace OUT if it exists (only once the new model is fully written)")
     hf_prune.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -48,6 +48,7 @@ from fprune.slicing import GATES, spec_for
 from fprune.types import Mask, MaskFn, Scorer, Scores, register_stage
 
 if TYPE_CHECKING:
+    from torch.export import ExportedProgram
     from torch.fx import GraphModule
 
 __all__ = ["Scored", "Plan", "ScoreStage", "score_model", "score_with", "plan_from_scored", "load_plan", "FORMAT"]
@@ -135,7 +136,7 @@ class Plan:
 
 
 @register_stage("score_model")
-def score_model(scorer: Scorer, model: nn.Module, options: Options = DEFAULT_OPTIONS) -> Scored:
+def score_model(scorer: Scorer, model: nn.Module | ExportedProgram, options: Options = DEFAULT_OPTIONS) -> Scored:
     """Lifts a scorer to a model: one score vector per prunable channel group.
 
     Groups that cannot be pruned under `options` are left out, with one
@@ -242,7 +243,7 @@ class ScoreStage:
                 "Fix: build it with score_with(scorer, prune_outputs=True, ...)."
             )
 
-    def __call__(self, model: nn.Module) -> Scored:
+    def __call__(self, model: nn.Module | ExportedProgram) -> Scored:
         """``score_model(scorer, model, options)``: one score vector per prunable group."""
         return score_model(self.scorer, model, self.options)
 

@@ -337,3 +337,62 @@ def test_t5_prunes_the_mlp_exactly_and_generates(ff: str, tmp_path: Path) -> Non
                        back.generate(ids, max_new_tokens=3, do_sample=False, use_cache=False))
     with pytest.raises(UnsupportedModelError, match="heads .* cannot be pruned exactly"):
         hf.widths(heads=0.5)(score_l1(hf.trace(model)))
+
+
+def _classifier(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    if name == "bert":
+        return transformers.BertForSequenceClassification(transformers.BertConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, vocab_size=64,
+            max_position_embeddings=32, num_labels=3)).double().eval()
+    if name == "distilbert":
+        return transformers.DistilBertForSequenceClassification(transformers.DistilBertConfig(
+            dim=32, hidden_dim=64, n_layers=2, n_heads=4, vocab_size=64, max_position_embeddings=32,
+            num_labels=3)).double().eval()
+    return transformers.ViTForImageClassification(transformers.ViTConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=16,
+        patch_size=4, num_labels=3)).double().eval()
+
+
+@pytest.mark.parametrize(("name", "fields"), [("bert", ("num_attention_heads", "hidden_size")),
+                                               ("distilbert", ("n_heads", "dim")),
+                                               ("vit", ("num_attention_heads", "hidden_size"))])
+@pytest.mark.parametrize(("widths", "kept"), [(dict(heads=0.5, mlp=0.25), (2, 16)), (dict(hidden=0.3), (3, 24))])
+def test_layer_norm_families_prune_heads_and_hidden_together_when_approximate(
+        name: str, fields: tuple[str, str], widths: dict[str, float], kept: tuple[int, int], tmp_path: Path) -> None:
+    """The class ties hidden = heads x head size: heads and hidden go together (the hidden width follows the
+    heads kept), inexact under nn.LayerNorm, so only with approximate=True; the rebuilt class computes what
+    the approximate pruned program does, and reloads."""
+    from fprune import apply_patterns, score_with
+
+    model = _classifier(name)
+    program = hf.trace(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = hf.widths(**widths)(score_with(score_l1, approximate=True)(program))
+        small = hf.apply(plan)
+    assert type(small) is type(model) and tuple(getattr(small.config, f) for f in fields) == kept
+    # the shapes the program was exported with (one sequence of 8 tokens, one image)
+    inputs = {"pixel_values": torch.randn(1, 3, 16, 16, dtype=torch.float64)} if name == "vit" else \
+        {"input_ids": torch.randint(1, 64, (1, 8), generator=torch.Generator().manual_seed(3))}
+    with torch.no_grad():
+        got = small(**inputs).logits
+        torch.testing.assert_close(got, apply_patterns(plan).module()(**inputs).logits)
+        small.save_pretrained(tmp_path)
+        back = type(model).from_pretrained(tmp_path, dtype=torch.float64).eval()
+        torch.testing.assert_close(back(**inputs).logits, got, rtol=0, atol=0)
+    with pytest.raises(UnsupportedModelError, match="approximate=True"):
+        hf.widths(**widths)(score_l1(program))
+
+
+def test_tied_heads_and_hidden_bad_requests() -> None:
+    from fprune import score_with
+
+    scored = score_with(score_l1, approximate=True)(hf.trace(_classifier("bert")))
+    with pytest.raises(InvalidArgumentError, match="not both"):
+        hf.widths(kv_heads=0.5, hidden=0.5)(scored)
+    with pytest.raises(InvalidArgumentError, match="uniform=False"):
+        hf.widths(heads=0.5, uniform=False)(scored)
+    gpt2 = score_with(score_l1, approximate=True)(hf.trace(_encoder("gpt2")))
+    with pytest.raises(UnsupportedModelError, match="fused projection"):
+        hf.widths(heads=0.5)(gpt2)

@@ -213,3 +213,17 @@ def test_per_layer_folder_loads_with_hf_load(saved: Path, tmp_path: Path, capsys
     back = hf.load(out)
     widths = [f["intermediate_size"] for f in back.config.fprune_layer_widths]
     assert sum(widths) == 64 and [m.mlp.up_proj.out_features for m in back.model.layers] == widths
+
+
+def test_approximate_prunes_bert_heads_and_hidden(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    torch.manual_seed(0)
+    src = tmp_path / "bert"
+    transformers.BertForSequenceClassification(transformers.BertConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, vocab_size=64,
+        max_position_embeddings=32, num_labels=2)).save_pretrained(src)
+    assert main(["hf", "prune", str(src), str(tmp_path / "o"), "--heads", "0.5", "--no-progress"]) == 1
+    assert "approximate=True" in capsys.readouterr().err
+    assert main(["hf", "prune", str(src), str(tmp_path / "o"), "--heads", "0.5", "--approximate", "--no-progress"]) == 0
+    back = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "o")
+    assert (back.config.num_attention_heads, back.config.hidden_size) == (2, 16)
+    assert json.loads((tmp_path / "o" / RECORD).read_text())["approximate"] is True

@@ -153,6 +153,8 @@ class Widths:
         source = _source(scored.analysis.source, None)
         fam = family(source.model)
         config = source.model.config
+        if fam.norm == "layer" and scored.options.approximate and (self.heads or self.kv_heads or self.hidden):
+            return self._tied_heads(scored, fam, config)
         per_module: dict[str, float] = {}
         for kind in _KINDS:
             fraction = getattr(self, kind)
@@ -171,6 +173,46 @@ class Widths:
         else:
             plan = plan_from_scored(topk_mask(0.0, per_module=per_module) if per_module else topk_mask(0.0), scored)
         return _valid_counts(plan, scored, fam, config)
+
+    def _tied_heads(self, scored: Scored, fam: Family, config: Any) -> Plan:
+        """LayerNorm families, approximate: heads and hidden pruned together, hidden = heads x head size."""
+        name = config.model_type
+        if fam.attention is None:
+            raise UnsupportedModelError(f"{name}'s heads are not pruned by fprune.hf yet (a fused projection whose "
+                                        "per-head slices are refused), and its class ties hidden to heads; prune mlp")
+        if not self.uniform:
+            raise InvalidArgumentError(f"{self!r}: on {name} heads and hidden are pruned together, the same in every "
+                                       "layer; uniform=False is for mlp, kv_heads and RMSNorm families")
+        heads = int(getattr(config, fam.heads))
+        hidden = int(getattr(config, fam.hidden))
+        size = hidden // heads
+        fraction = self.heads or self.kv_heads
+        if fraction and self.hidden:
+            raise InvalidArgumentError(
+                f"{self!r}: {name}'s class ties hidden = heads x head size ({hidden} = {heads} x {size}), so the "
+                "hidden width follows the heads kept: give heads= or hidden=, not both")
+        keep = heads - int(heads * fraction) if fraction else max(1, math.ceil((hidden - int(hidden * self.hidden)) / size))
+        kinds = {"attention": (fam.attention, keep), "hidden": (fam.embed, keep * size)}
+        masks = {n: torch.ones_like(v, dtype=torch.bool) for n, v in scored.scores.items()}
+        for kind, (pattern, kept) in kinds.items():
+            groups = _matching(scored.analysis.groups, pattern)
+            blocked = [g for g in groups if g.name not in scored.scores]
+            if not groups or blocked:
+                why = blocked[0].why_not(scored.options) if blocked else "no channel group matches " + pattern
+                raise UnsupportedModelError(f"{self!r}: the {kind} of this {name} cannot be pruned: {why}")
+            for g in groups:
+                masks[g.name] = _prune_lowest(scored.scores[g.name], g.size - kept)
+        for pattern in fam.hidden_like:  # as wide as hidden in the class: as many kept, by their own scores
+            for g in _matching(scored.analysis.groups, pattern):
+                if g.name not in scored.scores:
+                    raise UnsupportedModelError(f"{self!r}: {g.name!r}, which {name}'s class builds as wide as the "
+                                                f"hidden width, cannot be pruned: {g.why_not(scored.options)}")
+                masks[g.name] = _prune_lowest(scored.scores[g.name], g.size - keep * size)
+        if self.mlp:
+            for g in _matching(scored.analysis.groups, fam.mlp_in):
+                if g.name in scored.scores:
+                    masks[g.name] = _prune_lowest(scored.scores[g.name], int(g.size * self.mlp))
+        return Plan(scored.analysis, MappingProxyType(masks), scored.options)
 
 
 def _valid_counts(plan: Plan, scored: Scored, fam: Family, config: Any) -> Plan:
@@ -353,8 +395,10 @@ def _pattern(fam: Family, kind: str, config: Any) -> str:
         if fam.norm == "layer":
             raise UnsupportedModelError(
                 f"the hidden width of a LayerNorm family ({config.model_type}) is not exact in its standard class "
-                "(nn.LayerNorm averages over the kept channels only); prune mlp, or use fprune.export and "
-                "apply_patterns, whose PrunedLayerNorm keeps it exact")
+                "(nn.LayerNorm averages over the kept channels only); prune mlp, or score with "
+                "score_with(scorer, approximate=True) to prune heads and hidden together, inexactly (the class "
+                "ties hidden = heads x head size), or use fprune.export and apply_patterns, whose "
+                "PrunedLayerNorm keeps it exact")
         if fam.head_norms:
             raise UnsupportedModelError(
                 f"{config.model_type}'s config has one {fam.eps} for the hidden-width norms, whose eps must scale "
@@ -367,7 +411,9 @@ def _pattern(fam: Family, kind: str, config: Any) -> str:
     if fam.norm == "layer":
         raise UnsupportedModelError(
             f"{config.model_type}'s standard class ties the head size to hidden / heads, so removing heads "
-            "without the hidden width is a model it cannot hold; prune mlp")
+            "without the hidden width is a model it cannot hold, and the hidden width is not exact under "
+            "nn.LayerNorm; prune mlp, or score with score_with(scorer, approximate=True) to prune heads and "
+            "hidden together, inexactly")
     heads, kv = _head_counts(fam, config)
     if kind == "heads" and kv != heads:
         raise UnsupportedModelError(
@@ -395,6 +441,7 @@ def _kept_widths(plan: Plan, fam: Family, config: Any,
     patterns = {"mlp": fam.mlp_in, "hidden": fam.embed}
     if fam.attention is not None:
         patterns["attention"] = fam.attention
+    patterns |= {f"hidden_like:{p}": p for p in fam.hidden_like}
     pruned = {k for k, m in plan.masks.items() if not bool(m.all())}
     kept: dict[str, int] = {}
     per_layer: dict[str, list[int]] = {}
@@ -418,10 +465,19 @@ def _kept_widths(plan: Plan, fam: Family, config: Any,
         raise UnsupportedModelError(
             f"the plan prunes {sorted(pruned)}, which no field of {type(config).__name__} describes; prune only "
             "heads, KV heads, MLP and hidden widths (fprune.hf.widths)")
-    if "hidden" in kept and (fam.norm == "layer" or fam.head_norms):
+    for pattern in fam.hidden_like:  # checked against the hidden width, then not a config field of its own
+        width = kept.pop(f"hidden_like:{pattern}", None)
+        if width is not None and width != kept.get("hidden"):
+            raise UnsupportedModelError(
+                f"the plan keeps {width} channels of {pattern}, which {type(config).__name__} builds as wide as the "
+                f"hidden width ({kept.get('hidden', getattr(config, fam.hidden))} kept); use fprune.hf.widths")
+    if fam.norm == "layer" and ("hidden" in kept or "attention" in kept):
+        heads, hidden = int(getattr(config, fam.heads)), int(getattr(config, fam.hidden))
+        tied = kept.get("hidden", hidden) == kept.get("attention", heads) * (hidden // heads)
+        if not (plan.options.approximate and tied):
+            _pattern(fam, "hidden" if "hidden" in kept else "heads", config)  # raises with the reason
+    elif "hidden" in kept and fam.head_norms:
         _pattern(fam, "hidden", config)  # raises with the reason
-    if "attention" in kept and fam.norm == "layer":
-        _pattern(fam, "heads", config)
     return kept, per_layer
 
 
@@ -463,7 +519,7 @@ def _edit_config(config: Any, fam: Family, old: Any, kept: Mapping[str, int],
         if fam.head_dim and not getattr(old, fam.head_dim, None):
             setattr(config, fam.head_dim, hidden // int(getattr(old, fam.heads)))
         setattr(config, fam.hidden, d_new)
-        if fam.eps:
+        if fam.eps and fam.norm == "rms":  # exact RMSNorm over d' channels; a LayerNorm (approximate) keeps its eps
             setattr(config, fam.eps, float(getattr(old, fam.eps)) * hidden / d_new)
 
 

@@ -38,6 +38,9 @@ class Family:
     head_norms: bool = False  # per-head q/k norms share ``eps`` with the hidden-width norms
     # what trace() feeds: token ids, the same ids to an encoder and a decoder, or images from the config
     inputs: Literal["ids", "seq2seq", "pixels"] = "ids"
+    # producers the class builds hidden channels wide, outside the residual stream (BERT's pooler): when the
+    # hidden width is pruned they lose as many channels, by their own scores
+    hidden_like: tuple[str, ...] = ()
 
 
 _LLAMA = Family(hidden="hidden_size", heads="num_attention_heads", kv_heads="num_key_value_heads",
@@ -57,10 +60,10 @@ FAMILIES: Mapping[str, Family] = MappingProxyType({
     "bert": Family(hidden="hidden_size", heads="num_attention_heads", kv_heads=None, head_dim=None,
                    mlp="intermediate_size", norm="layer", eps="layer_norm_eps",
                    attention="*layer.*.attention.self.query", mlp_in="*layer.*.intermediate.dense",
-                   embed="*embeddings.word_embeddings"),
+                   embed="*embeddings.word_embeddings", hidden_like=("*pooler.dense",)),
     "distilbert": Family(hidden="dim", heads="n_heads", kv_heads=None, head_dim=None, mlp="hidden_dim", norm="layer",
                          eps=None, attention="*layer.*.attention.q_lin", mlp_in="*layer.*.ffn.lin1",
-                         embed="*embeddings.word_embeddings"),
+                         embed="*embeddings.word_embeddings", hidden_like=("*pre_classifier",)),
     # the relative position bias is one embedding of block 0, added per head in every layer; cross-attention
     # builds a zero bias per head: its heads are refused, so are T5's (one num_heads for both)
     "t5": Family(hidden="d_model", heads="num_heads", kv_heads=None, head_dim="d_kv", mlp="d_ff", norm="rms",

@@ -101,6 +101,7 @@ def prune_folder(
     scorer: str = "l1",
     seed: int = 0,
     uniform: bool = True,
+    approximate: bool = False,
     overwrite: bool = False,
     progress: bool = False,
 ) -> FolderReport:
@@ -113,6 +114,8 @@ def prune_folder(
         scorer: ``"l1"``, ``"l2"`` or ``"random"`` (with `seed`).
         uniform: the same widths in every layer (False: per-layer widths, which plain
             ``from_pretrained`` refuses and :func:`fprune.hf.load` reads).
+        approximate: on LayerNorm families, prune heads and hidden together, inexactly
+            (``score_with(scorer, approximate=True)``).
         overwrite: replace `out` if it exists (only after the new model is fully written).
         progress: show a progress bar on stderr.
 
@@ -124,7 +127,7 @@ def prune_folder(
         InvalidArgumentError: a bad fraction or scorer, or `out` exists without `overwrite`.
         UnsupportedModelError: an unknown family, or a width this family cannot prune exactly.
     """
-    from fprune import hf
+    from fprune import hf, score_with
 
     start = time.perf_counter()
     require()
@@ -152,7 +155,7 @@ def prune_folder(
             bar.step("trace")
             program = hf.trace(model)
             bar.step("score")
-            scored = SCORERS[scorer](seed)(program)
+            scored = score_with(SCORERS[scorer](seed), approximate=approximate)(program)
             bar.step("mask")
             plan = stage(scored)
             bar.step("apply")
@@ -161,7 +164,7 @@ def prune_folder(
         bar.step("save")
         after = {f: _width(small.config, f) for f in fields}
         _write(small, ckpt, dst, overwrite, {
-            "fprune": _version(), "source": str(src), "widths": stage.__dict__, "scorer": scorer,
+            "fprune": _version(), "source": str(src), "widths": stage.__dict__, "scorer": scorer, "approximate": approximate,
             **({"seed": seed} if scorer == "random" else {}), "before": before, "after": after,
             "notes": list(notes)})
         bar.done()
