@@ -19,6 +19,7 @@ from fprune.calibrate import score_activation, score_flap, score_wanda
 from fprune.masks import global_topk_mask, threshold_mask, topk_mask
 from fprune.plan import Plan, Scored, load_plan, score_model, score_with
 from fprune.rewrite import apply_patterns
+from fprune.reconstruct import reconstruct
 from fprune.scores import (
     score_bn_scale,
     score_fpgm,
@@ -54,6 +55,7 @@ __all__ = [
     "threshold_mask",
     "global_topk_mask",
     "apply_patterns",
+    "reconstruct",
     "load_plan",
     "Plan",
     "Scored",

@@ -69,9 +69,13 @@ class _Stats:
     total: Tensor | None = None
     total_abs: Tensor | None = None
     total_sq: Tensor | None = None
+    outer: Tensor | None = None  # sum of x x^T over the rows, where asked for (reconstruction)
+    want_outer: bool = False
 
     def add(self, x: Tensor, dim: int) -> None:
         x = x.detach().to(torch.float64).movedim(dim, -1).reshape(-1, x.shape[dim])
+        if self.want_outer:
+            self.outer = x.T @ x if self.outer is None else self.outer + x.T @ x
         parts = (x.sum(0), x.abs().sum(0), (x * x).sum(0))
         if self.total is None:
             self.total, self.total_abs, self.total_sq = parts
@@ -127,51 +131,7 @@ class ActivationScorer:
     # ----------------------------------------------------------------------------------
 
     def _record(self, analysis: Analysis, consumers: list[str], modules: Mapping[str, nn.Module]) -> dict[str, _Stats]:
-        stats = {name: _Stats() for name in consumers}
-        runner = _instrumented(analysis, consumers)
-
-        def record(name: str, x: Any) -> Any:
-            if isinstance(x, Tensor):
-                if not bool(torch.isfinite(x).all()):
-                    raise InvalidArgumentError(
-                        f"{self!r}: the input of {name!r} holds NaN or inf on calibration batch {seen}: the "
-                        "scores would be meaningless. Fix: check the batches (and the model's dtype)")
-                stats[name].add(x, _channel_dim(modules[name]))
-            return x
-
-        seen = 0
-        bar = _progress(self.progress, repr(self), len(self.batches) if isinstance(self.batches, Sized) else None)
-        with torch.no_grad(), _Recorder.installed(record), bar:
-            for batch in self.batches:
-                try:
-                    if isinstance(batch, Tensor):
-                        runner(batch)
-                    elif isinstance(batch, (tuple, list)):
-                        runner(*batch)
-                    elif isinstance(batch, Mapping):
-                        runner(**batch)
-                    else:
-                        raise InvalidTypeError(
-                            f"{self!r}: calibration batch {seen} is a {type(batch).__name__}; expected a tensor "
-                            "(model(x)), a tuple or list (model(*batch)) or a dict (model(**batch))")
-                except (RuntimeError, TypeError, ValueError, IndexError, AssertionError) as exc:
-                    if isinstance(exc, (InvalidArgumentError, InvalidTypeError)):
-                        raise
-                    exported = "" if analysis.source is None else (
-                        "; an ExportedProgram runs only the input shapes it was exported with, so give batches "
-                        "of exactly those shapes (for fprune.hf: trace(model, seq_len=..., batch=...) to match "
-                        "the batches)")
-                    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                    raise InvalidArgumentError(
-                        f"{self!r}: calibration batch {seen} does not fit the model ({type(exc).__name__}: "
-                        f"{reason}). Fix: give batches shaped like the model's inputs{exported}") from exc
-                seen += 1
-                bar.update(1)
-        if not seen:
-            raise InvalidArgumentError(
-                f"{self!r}: the calibration batches yielded nothing (a generator serves one call; pass a list "
-                "to score several times)")
-        return stats
+        return record_inputs(analysis, consumers, self.batches, repr(self), progress=self.progress)
 
     def _channel_scores(self, module: nn.Module, stats: _Stats, cols: tuple[int, int, int], size: int,
                         stages: tuple[tuple[int, int], ...]) -> Tensor:
@@ -297,6 +257,61 @@ def score_flap(batches: Iterable[Any], *, options: Options = DEFAULT_OPTIONS,
 
 
 # --------------------------------------------------------------------------------------
+
+
+def record_inputs(analysis: Analysis, consumers: list[str], batches: Iterable[Any], where: str, *,
+                  outer: frozenset[str] = frozenset(), progress: bool = False) -> dict[str, _Stats]:
+    """Runs the analysed model over `batches` once, summing each consumer's input per channel.
+
+    `outer` names the consumers whose input second moment ``sum x x^T`` is kept too.  The model
+    is not modified.  Raises InvalidArgumentError or InvalidTypeError naming the batch at fault.
+    """
+    modules = dict(analysis.graph.named_modules())
+    stats = {name: _Stats(want_outer=name in outer) for name in consumers}
+    runner = _instrumented(analysis, consumers)
+    seen = 0
+
+    def record(name: str, x: Any) -> Any:
+        if isinstance(x, Tensor):
+            if not bool(torch.isfinite(x).all()):
+                raise InvalidArgumentError(
+                    f"{where}: the input of {name!r} holds NaN or inf on calibration batch {seen}: the "
+                    "statistics would be meaningless. Fix: check the batches (and the model's dtype)")
+            stats[name].add(x, _channel_dim(modules[name]))
+        return x
+
+    bar = _progress(progress, where, len(batches) if isinstance(batches, Sized) else None)
+    with torch.no_grad(), _Recorder.installed(record), bar:
+        for batch in batches:
+            try:
+                if isinstance(batch, Tensor):
+                    runner(batch)
+                elif isinstance(batch, (tuple, list)):
+                    runner(*batch)
+                elif isinstance(batch, Mapping):
+                    runner(**batch)
+                else:
+                    raise InvalidTypeError(
+                        f"{where}: calibration batch {seen} is a {type(batch).__name__}; expected a tensor "
+                        "(model(x)), a tuple or list (model(*batch)) or a dict (model(**batch))")
+            except (RuntimeError, TypeError, ValueError, IndexError, AssertionError) as exc:
+                if isinstance(exc, (InvalidArgumentError, InvalidTypeError)):
+                    raise
+                exported = "" if analysis.source is None else (
+                    "; an ExportedProgram runs only the input shapes it was exported with, so give batches "
+                    "of exactly those shapes (for fprune.hf: trace(model, seq_len=..., batch=...) to match "
+                    "the batches)")
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise InvalidArgumentError(
+                    f"{where}: calibration batch {seen} does not fit the model ({type(exc).__name__}: "
+                    f"{reason}). Fix: give batches shaped like the model's inputs{exported}") from exc
+            seen += 1
+            bar.update(1)
+    if not seen:
+        raise InvalidArgumentError(
+            f"{where}: the calibration batches yielded nothing (a generator serves one call; pass a list "
+            "to use them again)")
+    return stats
 
 
 def _channel_dim(module: nn.Module) -> int:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +81,9 @@ class Plan:
     analysis: Analysis  # the traced graph and its channel groups
     masks: Mapping[str, Mask]  # group name -> keep-mask (True = keep); groups absent are kept whole
     options: Options = DEFAULT_OPTIONS  # semantics the rewrite uses
+    # new values of tensors of the pruned model (public name -> tensor of the pruned shape), set by
+    # fprune.reconstruct: the pruned model is then no longer the zeroed original
+    values: Mapping[str, Tensor] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def model(self) -> GraphModule:
@@ -94,7 +97,8 @@ class Plan:
 
     def __repr__(self) -> str:
         pruned = {k: f"{int(m.sum())}/{m.numel()}" for k, m in self.masks.items() if not bool(m.all())}
-        return f"Plan(pruned={pruned})"
+        values = f", values={len(self.values)}" if self.values else ""
+        return f"Plan(pruned={pruned}{values})"
 
     def params(self) -> dict[str, list[dict[str, Any]]]:
         """Every parameter and buffer whose shape changes: fqn -> [{"dim", "keep"}], keep sorted."""
@@ -132,6 +136,11 @@ class Plan:
             >>> apply_patterns(plan).get_submodule("2").in_features
             2
         """
+        if self.values:
+            raise PlanFormatError(
+                f"this plan carries {len(self.values)} reconstructed tensors (fprune.reconstruct), which the JSON "
+                "form does not hold: it would replay the masks only. Save the pruned model instead, or the plan "
+                "before reconstruct")
         return json.dumps({"format": FORMAT, "params": self.params()})
 
 

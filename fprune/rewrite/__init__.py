@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import overload
 
+import torch
 from torch import Tensor, nn
 from torch.export import ExportedProgram
 from torch.fx import GraphModule
@@ -125,7 +126,24 @@ def apply_patterns(
         by_group = group_masks(analysis, masks, options)
         return _rewrite(analysis, by_group, options, owned=isinstance(plan_or_model, nn.Module)
                         and not isinstance(plan_or_model, GraphModule))
-    return _rewrite(analysis, by_group, options, owned=False)
+    result = _rewrite(analysis, by_group, options, owned=False)
+    if plan_or_model.values:
+        _set_values(result, plan_or_model.values)
+    return result
+
+
+def _set_values(result: GraphModule | ExportedProgram, values: Mapping[str, Tensor]) -> None:
+    """Writes a plan's reconstructed tensors into the new (owned) model, checking each shape."""
+    tensors = result.state_dict if isinstance(result, ExportedProgram) else dict(result.state_dict(keep_vars=True))
+    for name, value in values.items():
+        target = tensors.get(name)
+        if not isinstance(target, Tensor) or target.shape != value.shape:
+            raise InvalidTypeError(
+                f"the plan's value for {name!r} has shape {tuple(value.shape)}, but the pruned model's tensor is "
+                f"{'missing' if not isinstance(target, Tensor) else tuple(target.shape)}: the values come from "
+                "another plan")
+        with torch.no_grad():
+            target.copy_(value.to(device=target.device, dtype=target.dtype))
 
 
 def _override(options: Options, overrides: Mapping[str, bool | None]) -> Options:

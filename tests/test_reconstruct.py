@@ -1,0 +1,135 @@
+"""reconstruct (issue #16): a Plan -> Plan stage whose values apply_patterns writes in.
+
+On a one-hidden-layer MLP the consumer's input after pruning is the original's kept columns, so
+least squares with ``damp=0`` is optimal on the calibration data and FLAP's bias compensation
+removes the mean of what was dropped: both are never worse than plain pruning there.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import examples, seeds
+from toolz import pipe
+from torch import nn
+
+from fprune import apply_patterns, export, reconstruct, score_l1, score_wanda, topk_mask
+from fprune.errors import InvalidArgumentError, InvalidTypeError, PlanFormatError
+
+pytestmark = pytest.mark.filterwarnings("ignore::fprune.errors.FpruneWarning")
+
+
+def _net(seed: int, hidden: int, inputs: int = 5) -> nn.Sequential:
+    torch.manual_seed(seed % 2**31)
+    return nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, 3)).double().eval()
+
+
+def _batches(seed: int, inputs: int = 5, n: int = 3, rows: int = 40) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(rows, inputs, generator=g, dtype=torch.float64) for _ in range(n)]
+
+
+def _error(model: nn.Module, reference: nn.Module, batches: list[torch.Tensor]) -> float:
+    with torch.no_grad():
+        return sum(float((model(x) - reference(x)).pow(2).sum()) for x in batches)
+
+
+@settings(max_examples=examples(20))
+@given(seed=seeds(), hidden=st.integers(2, 10), sparsity=st.sampled_from([0.25, 0.5, 0.75]),
+       method=st.sampled_from(["lstsq", "bias"]))
+def test_never_worse_than_plain_pruning_on_the_calibration_data(seed: int, hidden: int, sparsity: float,
+                                                                method: str) -> None:
+    model, batches = _net(seed, hidden), _batches(seed)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    plan = pipe(model, score_l1, topk_mask(sparsity))
+    solved = reconstruct(batches, method, damp=0.0)(plan)
+    assert not plan.values and solved.masks is plan.masks
+    plain, better = apply_patterns(plan), apply_patterns(solved)
+    assert better.get_submodule("2").weight.shape == plain.get_submodule("2").weight.shape
+    assert _error(better, model, batches) <= _error(plain, model, batches) * (1 + 1e-9) + 1e-12
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert all(bool(torch.isfinite(v).all()) for v in solved.values.values())
+
+
+@settings(max_examples=examples(10))
+@given(seed=seeds(), method=st.sampled_from(["lstsq", "bias"]))
+def test_export_front_end_gives_the_same_values(seed: int, method: str) -> None:
+    model, batches = _net(seed, 8), _batches(seed, rows=6)
+    fx = reconstruct(batches, method)(topk_mask(0.5)(score_l1(model)))
+    ex = reconstruct(batches, method)(topk_mask(0.5)(score_l1(export(model, (batches[0],)))))
+    assert fx.values.keys() == ex.values.keys() == {"2.weight" if method == "lstsq" else "2.bias"}
+    for name in fx.values:
+        torch.testing.assert_close(ex.values[name], fx.values[name])
+    x = batches[1]
+    torch.testing.assert_close(apply_patterns(ex).module()(x), apply_patterns(fx)(x))
+
+
+def test_rank_deficient_inputs_stay_finite() -> None:
+    """Two equal input columns: S[K, K] is singular; damp=0 falls back to the pseudo-inverse."""
+    model = _net(0, 6)
+    with torch.no_grad():
+        model[0].weight[1] = model[0].weight[0]
+        model[0].bias[1] = model[0].bias[0]
+    batches = _batches(1)
+    plan = topk_mask(0.25)(score_wanda(batches)(model))
+    for damp in (0.0, 0.01):
+        solved = reconstruct(batches, damp=damp)(plan)
+        assert all(bool(torch.isfinite(v).all()) for v in solved.values.values())
+
+
+def test_bias_method_needs_a_bias_and_lstsq_does_not() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3, bias=False)).double().eval()
+    batches = _batches(0)
+    plan = topk_mask(0.5)(score_l1(model))
+    with pytest.warns(Warning, match="no bias"):
+        assert not reconstruct(batches, "bias")(plan).values
+    assert set(reconstruct(batches)(plan).values) == {"2.weight"}
+
+
+def test_bad_arguments_and_json() -> None:
+    model = _net(0, 6)
+    batches = _batches(0)
+    plan = topk_mask(0.5)(score_l1(model))
+    with pytest.raises(InvalidArgumentError, match="method"):
+        reconstruct(batches, "obs")  # type: ignore[arg-type]
+    for damp in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(InvalidArgumentError, match="damp"):
+            reconstruct(batches, damp=damp)
+    with pytest.raises(InvalidTypeError, match="expects a Plan"):
+        reconstruct(batches)(model)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="yielded nothing"):
+        reconstruct([])(plan)
+    solved = reconstruct(batches)(plan)
+    assert repr(solved).endswith("values=1)")
+    with pytest.raises(PlanFormatError, match="reconstructed tensors"):
+        solved.to_json()
+    assert plan.to_json()  # the plan before reconstruct still has its JSON form
+
+
+def test_hf_llama_reconstructs_without_biases() -> None:
+    transformers = pytest.importorskip("transformers")
+    hf = pytest.importorskip("fprune.hf")
+    config = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                      num_key_value_heads=2, head_dim=8, vocab_size=64, max_position_embeddings=32)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config).double().eval()
+    program = hf.trace(model, seq_len=8)
+    batches = [{"input_ids": torch.randint(0, 64, (1, 8), generator=torch.Generator().manual_seed(i)),
+                "use_cache": False} for i in range(6)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = hf.widths(mlp=0.5)(score_wanda(batches)(program))
+        plain = hf.apply(plan)
+        solved = hf.apply(reconstruct(batches)(plan))
+    assert type(solved) is type(model) and solved.config.intermediate_size == 32
+
+    def error(m: nn.Module) -> float:
+        with torch.no_grad():
+            return sum(float((m(**b).logits - model(**b).logits).pow(2).sum()) for b in batches)
+
+    assert error(solved) < error(plain)
