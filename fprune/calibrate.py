@@ -263,8 +263,8 @@ def record_inputs(analysis: Analysis, consumers: list[str], batches: Iterable[An
                   outer: frozenset[str] = frozenset(), progress: bool = False) -> dict[str, _Stats]:
     """Runs the analysed model over `batches` once, summing each consumer's input per channel.
 
-    `outer` names the consumers whose input second moment ``sum x x^T`` is kept too.  The model
-    is not modified.  Raises InvalidArgumentError or InvalidTypeError naming the batch at fault.
+    `outer` names the consumers whose input second moment ``sum x x^T`` is kept too (for a
+    ``Conv2d``, of its unfolded input patches, ``in * kh * kw`` columns).  The model is not modified.  Raises InvalidArgumentError or InvalidTypeError naming the batch at fault.
     """
     modules = dict(analysis.graph.named_modules())
     stats = {name: _Stats(want_outer=name in outer) for name in consumers}
@@ -277,7 +277,12 @@ def record_inputs(analysis: Analysis, consumers: list[str], batches: Iterable[An
                 raise InvalidArgumentError(
                     f"{where}: the input of {name!r} holds NaN or inf on calibration batch {seen}: the "
                     "statistics would be meaningless. Fix: check the batches (and the model's dtype)")
-            stats[name].add(x, _channel_dim(modules[name]))
+            module = modules[name]
+            if name in outer and isinstance(module, nn.Conv2d):  # second moments of its input patches
+                stats[name].add(torch.nn.functional.unfold(
+                    x, module.kernel_size, module.dilation, module.padding, module.stride), 1)  # type: ignore[arg-type]
+            else:
+                stats[name].add(x, _channel_dim(module))
         return x
 
     bar = _progress(progress, where, len(batches) if isinstance(batches, Sized) else None)

@@ -5,8 +5,9 @@ for the tensors of the pruned model, which :func:`fprune.apply_patterns` writes 
 
     pipe(model, score_wanda(b), topk_mask(0.5), reconstruct(b), apply_patterns)
 
-For each ``Linear`` that loses input columns (a consumer of a pruned group), with ``x`` its input
-on the original model over every token of the batches, ``K`` the columns kept and ``R`` those
+For each ``Linear`` or ``Conv2d`` that loses input columns (a consumer of a pruned group), with
+``x`` its input on the original model over every token of the batches (for a convolution, every
+input patch, ``in * kh * kw`` columns, a removed channel removing its patch columns), ``K`` the columns kept and ``R`` those
 removed:
 
 * ``method="lstsq"``: its kept weights are re-solved so that ``W' x_K`` best matches the original
@@ -19,8 +20,9 @@ removed:
 The statistics are those of the **original** model's inputs, one pass over the batches for all
 consumers (not yet re-collected layer by layer on the pruned model).  The result is no longer the
 original with the removed slices zeroed: it is closer to the original's output on data like the
-batches.  ``Conv`` consumers are not re-solved yet (a warning names them).  Statistics accumulate
-in float64; ``lstsq`` keeps one ``in x in`` matrix per consumer.
+batches.  Grouped convolutions, ``Conv1d``/``Conv3d`` and string padding are not re-solved yet (a
+warning names them), nor are BatchNorm statistics re-estimated.  Statistics accumulate in
+float64; ``lstsq`` keeps one ``in x in`` matrix per consumer (``in * kh * kw`` for a convolution).
 
 Example:
     >>> import torch
@@ -88,13 +90,13 @@ class Reconstruct:
             entries = {e["dim"]: e["keep"] for e in params.get(analysis.public_name(f"{name}.weight"), [])}
             if 1 not in entries:
                 continue
-            if not isinstance(module, nn.Linear):
+            if not _solvable(module):
                 skipped.append(name)
                 continue
             targets[name] = (entries[1], entries.get(0))
         if skipped:
-            warnings.warn(f"{self!r} re-solves Linear consumers only; left as pruned: {', '.join(skipped)}",
-                          FpruneWarning, stacklevel=2)
+            warnings.warn(f"{self!r} re-solves Linear and Conv2d (groups=1, zero padding) consumers only; left as "
+                          f"pruned: {', '.join(skipped)}", FpruneWarning, stacklevel=2)
         if not targets:
             return plan
         outer = frozenset(targets) if self.method == "lstsq" else frozenset()
@@ -103,7 +105,7 @@ class Reconstruct:
         no_bias: list[str] = []
         for name, (cols, rows) in targets.items():
             module = modules[name]
-            assert isinstance(module, nn.Linear)
+            assert isinstance(module, (nn.Linear, nn.Conv2d))
             found = self._solve(name, module, stats[name], cols, rows)
             if found is None:
                 no_bias.append(name)
@@ -116,9 +118,13 @@ class Reconstruct:
                           FpruneWarning, stacklevel=2)
         return Plan(plan.analysis, plan.masks, plan.options, MappingProxyType(values))
 
-    def _solve(self, name: str, module: nn.Linear, stats: Any, cols: list[int],
+    def _solve(self, name: str, module: nn.Linear | nn.Conv2d, stats: Any, cols: list[int],
                rows: list[int] | None) -> tuple[str, Tensor] | None:
         weight = module.weight.detach().to(torch.float64)
+        shape = weight.shape
+        patch = weight[0, 0].numel() if isinstance(module, nn.Conv2d) else 1  # columns per input channel
+        weight = weight.reshape(shape[0], -1)
+        cols = [c * patch + j for c in cols for j in range(patch)]
         n = max(stats.count, 1)
         kept = torch.tensor(cols, dtype=torch.long)
         removed = torch.ones(weight.shape[1], dtype=torch.bool)
@@ -143,12 +149,21 @@ class Reconstruct:
                 solved = rhs @ torch.linalg.pinv(block, hermitian=True)
             value = solved if out_rows is None else solved[out_rows]
             key = "weight"
+        if key == "weight" and isinstance(module, nn.Conv2d):
+            value = value.reshape(value.shape[0], -1, *shape[2:])
         if not bool(torch.isfinite(value).all()):
             raise InvalidWeightError(
                 f"{self!r}: re-solving {name!r} gave NaN or inf (its inputs' statistics are not finite, or the "
                 "system is singular); use damp > 0, or more calibration batches")
         dtype = module.weight.dtype
         return key, value.to(dtype)
+
+
+def _solvable(module: nn.Module) -> bool:
+    if isinstance(module, nn.Linear):
+        return True
+    return (isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros"
+            and not isinstance(module.padding, str))
 
 
 def reconstruct(batches: Iterable[Any], method: Method = "lstsq", damp: float = 0.01, *,

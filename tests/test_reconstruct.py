@@ -133,3 +133,17 @@ def test_hf_llama_reconstructs_without_biases() -> None:
             return sum(float((m(**b).logits - model(**b).logits).pow(2).sum()) for b in batches)
 
     assert error(solved) < error(plain)
+
+
+@settings(max_examples=examples(10))
+@given(seed=seeds(), sparsity=st.sampled_from([0.25, 0.5]), padding=st.sampled_from([0, 1]))
+def test_conv_consumers_are_re_solved_over_patches(seed: int, sparsity: float, padding: int) -> None:
+    torch.manual_seed(seed % 2**31)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3, padding=padding)).double().eval()
+    g = torch.Generator().manual_seed(seed)
+    batches = [torch.randn(4, 3, 7, 7, generator=g, dtype=torch.float64) for _ in range(2)]
+    plan = topk_mask(sparsity)(score_l1(model))
+    solved = reconstruct(batches, damp=0.0)(plan)
+    assert set(solved.values) == {"2.weight"}
+    plain, better = apply_patterns(plan), apply_patterns(solved)
+    assert _error(better, model, batches) <= _error(plain, model, batches) * (1 + 1e-9) + 1e-12
