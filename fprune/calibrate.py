@@ -69,13 +69,14 @@ class _Stats:
     total: Tensor | None = None
     total_abs: Tensor | None = None
     total_sq: Tensor | None = None
-    outer: Tensor | None = None  # sum of x x^T over the rows, where asked for (reconstruction)
-    want_outer: bool = False
+    outer: Tensor | None = None  # sum of x x[:, columns]^T over the rows, where asked for (reconstruction)
+    columns: Tensor | None = None  # the columns of `outer` (None: no second moment)
 
     def add(self, x: Tensor, dim: int) -> None:
         x = x.detach().to(torch.float64).movedim(dim, -1).reshape(-1, x.shape[dim])
-        if self.want_outer:
-            self.outer = x.T @ x if self.outer is None else self.outer + x.T @ x
+        if self.columns is not None:
+            part = x.T @ x[:, self.columns]
+            self.outer = part if self.outer is None else self.outer + part
         parts = (x.sum(0), x.abs().sum(0), (x * x).sum(0))
         if self.total is None:
             self.total, self.total_abs, self.total_sq = parts
@@ -260,14 +261,16 @@ def score_flap(batches: Iterable[Any], *, options: Options = DEFAULT_OPTIONS,
 
 
 def record_inputs(analysis: Analysis, consumers: list[str], batches: Iterable[Any], where: str, *,
-                  outer: frozenset[str] = frozenset(), progress: bool = False) -> dict[str, _Stats]:
+                  outer: Mapping[str, Tensor] | None = None, progress: bool = False) -> dict[str, _Stats]:
     """Runs the analysed model over `batches` once, summing each consumer's input per channel.
 
-    `outer` names the consumers whose input second moment ``sum x x^T`` is kept too (for a
-    ``Conv2d``, of its unfolded input patches, ``in * kh * kw`` columns).  The model is not modified.  Raises InvalidArgumentError or InvalidTypeError naming the batch at fault.
+    `outer` maps consumers to the columns ``K`` of their input whose second moments
+    ``sum x x[:, K]^T`` are kept too (for a ``Conv2d``, over its unfolded input patches,
+    ``in * kh * kw`` columns).  The model is not modified.  Raises InvalidArgumentError or InvalidTypeError naming the batch at fault.
     """
     modules = dict(analysis.graph.named_modules())
-    stats = {name: _Stats(want_outer=name in outer) for name in consumers}
+    outer = outer or {}
+    stats = {name: _Stats(columns=outer.get(name)) for name in consumers}
     runner = _instrumented(analysis, consumers)
     seen = 0
 

@@ -22,7 +22,7 @@ consumers (not yet re-collected layer by layer on the pruned model).  The result
 original with the removed slices zeroed: it is closer to the original's output on data like the
 batches.  Grouped convolutions, ``Conv1d``/``Conv3d`` and string padding are not re-solved yet (a
 warning names them), nor are BatchNorm statistics re-estimated.  Statistics accumulate in
-float64; ``lstsq`` keeps one ``in x in`` matrix per consumer (``in * kh * kw`` for a convolution).
+float64; ``lstsq`` keeps one ``in x kept`` matrix per consumer (``in * kh * kw`` rows for a convolution).
 
 Example:
     >>> import torch
@@ -99,7 +99,8 @@ class Reconstruct:
                           f"pruned: {', '.join(skipped)}", FpruneWarning, stacklevel=2)
         if not targets:
             return plan
-        outer = frozenset(targets) if self.method == "lstsq" else frozenset()
+        columns = {name: torch.tensor(_columns(modules[name], cols)) for name, (cols, _) in targets.items()}
+        outer = columns if self.method == "lstsq" else None
         stats = record_inputs(analysis, sorted(targets), self.batches, repr(self), outer=outer, progress=self.progress)
         values = dict(plan.values)
         no_bias: list[str] = []
@@ -122,9 +123,8 @@ class Reconstruct:
                rows: list[int] | None) -> tuple[str, Tensor] | None:
         weight = module.weight.detach().to(torch.float64)
         shape = weight.shape
-        patch = weight[0, 0].numel() if isinstance(module, nn.Conv2d) else 1  # columns per input channel
         weight = weight.reshape(shape[0], -1)
-        cols = [c * patch + j for c in cols for j in range(patch)]
+        cols = _columns(module, cols)
         n = max(stats.count, 1)
         kept = torch.tensor(cols, dtype=torch.long)
         removed = torch.ones(weight.shape[1], dtype=torch.bool)
@@ -138,9 +138,9 @@ class Reconstruct:
             value = bias if out_rows is None else bias[out_rows]
             key = "bias"
         else:
-            second = stats.outer / n
-            block = second[kept][:, kept]
-            rhs = weight @ second[:, kept]  # [out, |K|]
+            second = stats.outer / n  # E[x x_K^T]: [in, |K|]
+            block = second[kept]
+            rhs = weight @ second  # [out, |K|]
             if self.damp > 0:
                 scale = float(block.diagonal().mean()) or 1.0
                 system = block + self.damp * scale * torch.eye(len(cols), dtype=torch.float64)
@@ -157,6 +157,12 @@ class Reconstruct:
                 "system is singular); use damp > 0, or more calibration batches")
         dtype = module.weight.dtype
         return key, value.to(dtype)
+
+
+def _columns(module: nn.Module, channels: list[int]) -> list[int]:
+    """The weight columns of the kept input channels (a convolution: each channel's patch columns)."""
+    patch = module.weight[0, 0].numel() if isinstance(module, nn.Conv2d) else 1
+    return [c * patch + j for c in channels for j in range(patch)]
 
 
 def _solvable(module: nn.Module) -> bool:
