@@ -23,9 +23,11 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -51,9 +53,11 @@ if TYPE_CHECKING:
     from torch.export import ExportedProgram
     from torch.fx import GraphModule
 
-__all__ = ["Scored", "Plan", "ScoreStage", "score_model", "score_with", "plan_from_scored", "load_plan", "FORMAT"]
+__all__ = ["Scored", "Plan", "ScoreStage", "score_model", "score_with", "plan_from_scored", "load_plan", "FORMAT",
+           "VALUES"]
 
 FORMAT = "fprune.plan/1"
+VALUES = "values.safetensors"  # the file of a saved plan's reconstructed tensors (Plan.save)
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,9 +143,40 @@ class Plan:
         if self.values:
             raise PlanFormatError(
                 f"this plan carries {len(self.values)} reconstructed tensors (fprune.reconstruct), which the JSON "
-                "form does not hold: it would replay the masks only. Save the pruned model instead, or the plan "
-                "before reconstruct")
+                "form does not hold: it would replay the masks only. Use plan.save(directory), which writes "
+                "plan.json and values.safetensors, and load_plan(directory, model)")
         return json.dumps({"format": FORMAT, "params": self.params()})
+
+    def save(self, directory: str | os.PathLike[str]) -> None:
+        """Writes ``plan.json`` (the JSON form) and, if the plan carries values, ``values.safetensors``.
+
+        ``load_plan(directory, model)`` reads both back: applying that plan to a fresh copy of the
+        model gives the same pruned model, bit for bit.  The directory is created if missing; each
+        file is written beside its final name and renamed onto it.
+
+        Example:
+            >>> import tempfile
+            >>> from torch import nn
+            >>> from fprune import score_l1, topk_mask
+            >>> net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+            >>> folder = tempfile.mkdtemp()
+            >>> topk_mask(0.5)(score_l1(net)).save(folder)
+            >>> load_plan(folder, net)
+            Plan(pruned={'0': '3/6'})
+        """
+        from fprune.tensorfile import save_tensors
+
+        root = Path(directory)
+        root.mkdir(parents=True, exist_ok=True)
+        text = json.dumps({"format": FORMAT, "params": self.params(),
+                           **({"values": VALUES} if self.values else {})})
+        tmp = root / f".plan.json.tmp-{os.getpid()}"
+        tmp.write_text(text + "\n", encoding="utf-8")
+        tmp.replace(root / "plan.json")
+        if self.values:
+            save_tensors(root / VALUES, dict(self.values), {"format": FORMAT})
+        elif (root / VALUES).exists():
+            (root / VALUES).unlink()  # a stale file from an earlier save would not match this plan
 
 
 @register_stage("score_model")
@@ -427,8 +462,11 @@ def plan_from_scored(mask_fn: MaskFn, scored: Scored) -> Plan:
     return Plan(scored.analysis, MappingProxyType(dict(masks)), scored.options)
 
 
-def load_plan(text: str, model: nn.Module, options: Options = DEFAULT_OPTIONS) -> Plan:
+def load_plan(text: str | os.PathLike[str], model: nn.Module, options: Options = DEFAULT_OPTIONS) -> Plan:
     """Reads a plan's JSON form back, for `model` (a fresh copy of the same architecture).
+
+    `text` is the JSON text, or a directory written by :meth:`Plan.save` (``plan.json``, and
+    ``values.safetensors`` when the plan carries reconstructed values).
 
     Raises:
         PlanFormatError: `text` is not an ``fprune.plan/1`` document.
@@ -440,6 +478,14 @@ def load_plan(text: str, model: nn.Module, options: Options = DEFAULT_OPTIONS) -
         >>> load_plan('{"format": "fprune.plan/1", "params": {}}', nn.Sequential(nn.Linear(2, 2)))
         Plan(pruned={})
     """
+    values: dict[str, Tensor] = {}
+    if isinstance(text, os.PathLike) or (isinstance(text, str) and text.strip() and "\n" not in text
+                                         and not text.lstrip().startswith("{") and Path(text).is_dir()):
+        text, values = _read_saved(Path(text))
+    elif isinstance(text, str) and _named_values(text) is not None:
+        raise PlanFormatError(
+            f"this plan's reconstructed values are in {_named_values(text)!r} beside its plan.json; pass the "
+            "directory Plan.save wrote, load_plan(directory, model), so that they are read too")
     params = _parse(text)
     analysis = analyze(model)
     modules = dict(analysis.graph.named_modules())
@@ -493,8 +539,53 @@ def load_plan(text: str, model: nn.Module, options: Options = DEFAULT_OPTIONS) -
             f"require (expected {expected}, found {found}; every differing tensor: {', '.join(diff)}); "
             "it was computed for another architecture, or some of its entries are missing"
         )
+    if values:
+        _check_values(plan, values, state)
+        plan = Plan(plan.analysis, plan.masks, plan.options, MappingProxyType(values))
     return plan
 
+
+def _read_saved(root: Path) -> tuple[str, dict[str, Tensor]]:
+    """The JSON text and the values of a directory written by Plan.save."""
+    from fprune.errors import CheckpointError
+    from fprune.tensorfile import load_tensors
+
+    try:
+        text = (root / "plan.json").read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PlanFormatError(f"{root} has no readable plan.json ({exc}); Plan.save(directory) writes one") from None
+    names_values = _named_values(text)
+    if names_values is None:
+        return text, {}
+    try:
+        return text, load_tensors(root / str(names_values))
+    except (OSError, CheckpointError) as exc:
+        raise PlanFormatError(f"{root}/plan.json names values in {names_values!r}, which cannot be read: {exc}") from None
+
+
+def _named_values(text: str) -> str | None:
+    """The values file a plan's JSON names, if any (None for malformed text: _parse reports it)."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    found = doc.get("values") if isinstance(doc, dict) else None
+    return str(found) if found is not None else None
+
+
+def _check_values(plan: Plan, values: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> None:
+    """Each value names a tensor of the model and has that tensor's shape after pruning."""
+    params = plan.params()
+    for name, value in values.items():
+        if name not in state:
+            raise PlanMismatchError(f"the plan's values name {name!r}, which {type(plan.model).__name__} does not "
+                                    "have; load the plan into the architecture it was computed for")
+        shape = list(state[name].shape)
+        for entry in params.get(name, []):
+            shape[entry["dim"]] = len(entry["keep"])
+        if list(value.shape) != shape:
+            raise PlanMismatchError(f"the plan's value for {name!r} has shape {tuple(value.shape)}; pruned, the "
+                                    f"model's tensor has {tuple(shape)}")
 
 def _dims(entries: list[dict[str, Any]] | None) -> str:
     """A short description of one tensor's plan entries, for messages."""

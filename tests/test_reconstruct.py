@@ -8,6 +8,7 @@ removes the mean of what was dropped: both are never worse than plain pruning th
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import pytest
 import torch
@@ -17,8 +18,8 @@ from strategies import examples, seeds
 from toolz import pipe
 from torch import nn
 
-from fprune import apply_patterns, export, reconstruct, score_l1, score_wanda, topk_mask
-from fprune.errors import InvalidArgumentError, InvalidTypeError, PlanFormatError
+from fprune import apply_patterns, export, load_plan, reconstruct, score_l1, score_wanda, topk_mask
+from fprune.errors import InvalidArgumentError, InvalidTypeError, PlanFormatError, PlanMismatchError
 
 pytestmark = pytest.mark.filterwarnings("ignore::fprune.errors.FpruneWarning")
 
@@ -147,3 +148,28 @@ def test_conv_consumers_are_re_solved_over_patches(seed: int, sparsity: float, p
     assert set(solved.values) == {"2.weight"}
     plain, better = apply_patterns(plan), apply_patterns(solved)
     assert _error(better, model, batches) <= _error(plain, model, batches) * (1 + 1e-9) + 1e-12
+
+
+def test_saved_plan_with_values_reproduces_the_model_bit_for_bit(tmp_path: Any) -> None:
+    model, batches = _net(3, 8), _batches(3)
+    solved = reconstruct(batches)(topk_mask(0.5)(score_wanda(batches)(model)))
+    solved.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.json", "values.safetensors"]
+    fresh = _net(3, 8)  # the same architecture and weights, built again
+    loaded = load_plan(tmp_path, fresh)
+    assert loaded.values.keys() == solved.values.keys()
+    a, b = apply_patterns(solved), apply_patterns(loaded)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+    with pytest.raises(PlanFormatError, match="pass the directory"):
+        load_plan((tmp_path / "plan.json").read_text(), fresh)
+    other = _net(3, 6)
+    with pytest.raises(PlanMismatchError):
+        load_plan(tmp_path, other)
+    (tmp_path / "values.safetensors").write_bytes(b"broken")
+    with pytest.raises(PlanFormatError, match="cannot be read"):
+        load_plan(tmp_path, fresh)
+    plain = topk_mask(0.5)(score_l1(model))
+    plain.save(tmp_path)  # a plan without values removes the stale file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.json"]
+    assert load_plan(str(tmp_path), fresh).to_json() == plain.to_json()

@@ -6,8 +6,8 @@ the file exactly, and every tensor the index places in a shard is in that shard'
 failure is a :class:`~fprune.errors.CheckpointError` naming the file and what is wrong with it,
 instead of an error deep inside a loader (or a model built with random weights in its place).
 
-The header is read here (8 bytes of little-endian length, then JSON), not through the safetensors
-package, so a check reads a few kilobytes per shard whatever the model's size.
+The headers are read by :mod:`fprune.tensorfile` (8 bytes of little-endian length, then JSON), not
+through the safetensors package, so a check reads a few kilobytes per shard whatever the model's size.
 
 Example:
     >>> import json, tempfile, torch
@@ -24,9 +24,7 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 import os
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,36 +32,13 @@ from types import MappingProxyType
 from typing import Any
 
 from fprune.errors import CheckpointError
+from fprune.tensorfile import TensorEntry, read_header as _read_header
 
 __all__ = ["Checkpoint", "TensorEntry", "read_checkpoint", "INDEX", "SINGLE", "WEIGHT_SUFFIXES"]
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
-
-# bytes per element of each safetensors dtype code
-_ITEMSIZE: Mapping[str, int] = MappingProxyType({
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4,
-    "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1,
-})
-_MAX_HEADER = 100_000_000  # the safetensors format's own bound on the header's length
-
-
-@dataclass(frozen=True)
-class TensorEntry:
-    """Where one tensor lies: its shard, dtype code (``"F32"``, ``"BF16"``, ...), shape and bytes."""
-
-    file: str  # the shard's name within the folder
-    dtype: str
-    shape: tuple[int, ...]
-    start: int  # first byte, from the start of the file
-    end: int  # one past the last byte
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes the tensor takes in its shard."""
-        return self.end - self.start
-
 
 @dataclass(frozen=True)
 class Checkpoint:
@@ -141,50 +116,3 @@ def _read_json(path: Path, what: str) -> Any:
         raise CheckpointError(f"{path.parent} has no {path.name} ({what})") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path} ({what}) is not readable JSON: {exc}") from None
-
-
-def _read_header(path: Path) -> dict[str, TensorEntry]:
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise CheckpointError(f"{path} is {size} bytes, too short for a safetensors file: truncated or not one")
-        (length,) = struct.unpack("<Q", head)
-        if length > min(size - 8, _MAX_HEADER):
-            raise CheckpointError(f"{path} declares a {length}-byte header in a {size}-byte file: truncated, or not "
-                                  "a safetensors file")
-        raw = f.read(length)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} has a corrupt safetensors header ({exc})") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path} has a safetensors header that is not a JSON object")
-    base, data = 8 + length, size - 8 - length
-    entries: dict[str, TensorEntry] = {}
-    covered = 0
-    for name, spec in header.items():
-        if name == "__metadata__":
-            continue
-        entries[name] = entry = _entry(path, name, spec, base)
-        if entry.end - base > data:
-            raise CheckpointError(f"{path} is truncated: {name!r} needs bytes up to {entry.end - base} of the data, "
-                                  f"which has {data}. Copy the file again")
-        covered = max(covered, entry.end - base)
-    if covered != data:
-        raise CheckpointError(f"{path} has {data - covered} bytes after its last tensor: corrupt or appended to")
-    return entries
-
-
-def _entry(path: Path, name: str, spec: Any, base: int) -> TensorEntry:
-    try:
-        dtype, shape, (start, end) = spec["dtype"], tuple(spec["shape"]), spec["data_offsets"]
-        valid = (dtype in _ITEMSIZE and all(isinstance(d, int) and d >= 0 for d in shape)
-                 and isinstance(start, int) and isinstance(end, int) and 0 <= start <= end)
-    except (TypeError, KeyError, ValueError):
-        valid = False
-    if not valid:
-        raise CheckpointError(f"{path}: the header entry of {name!r} is malformed ({spec!r})")
-    if end - start != math.prod(shape) * _ITEMSIZE[dtype]:
-        raise CheckpointError(f"{path}: {name!r} is {dtype} of shape {list(shape)} but spans {end - start} bytes")
-    return TensorEntry(path.name, dtype, shape, base + start, base + end)
