@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -194,9 +194,43 @@ def plan_rewrite(analysis: Analysis, masks: Mapping[int, Tensor], options: Optio
     masks = dict(masks)
     if options.fold_bias and masks:
         masks, full = _fold(analysis, masks, modules)
-    maps = index_maps(analysis, masks)
     tensors: dict[str, dict[str, Tensor]] = {}
     attrs: dict[str, dict[str, Any]] = {}
+    for name, new_tensors in module_tensors(analysis, masks, modules, full):
+        tensors[name] = new_tensors
+        if name in analysis.roles:  # not the owner of tensors read directly (functional BN)
+            attrs[name] = spec_for(modules[name]).attrs(_View(modules[name], new_tensors))
+    for name, role in analysis.roles.items():  # sizes no tensor records (a LayerNorm without affine)
+        width_attrs = spec_for(modules[name]).width_attrs
+        in_keep = expand(analysis, role.in_layout, masks) if width_attrs is not None else None
+        if width_attrs is not None and in_keep is not None:
+            attrs.setdefault(name, {}).update(width_attrs(modules[name], int(in_keep.sum())))
+    # A head count follows its group's mask; a merged size read from another tensor's shape
+    # (``x.reshape(B, N, C)``) may change with any pruned group, and -1 is always equivalent.
+    constants = tuple(
+        (e.node, e.path, -1 if e.kind == "minus_one" else int(_count(analysis, e.space, masks)))
+        for e in analysis.edits
+        if (e.kind == "minus_one" and masks) or analysis.space_group[e.space] in masks
+    )
+    args, full_width = _exact_norms(analysis, masks, options, modules, attrs)
+    return Rewrite(MappingProxyType(masks), MappingProxyType(tensors), MappingProxyType(attrs), constants,
+                   args, full_width)
+
+
+def module_tensors(
+    analysis: Analysis, masks: Mapping[int, Tensor], modules: Mapping[str, Any],
+    full: Mapping[str, Mapping[str, Tensor]] | None = None,
+) -> Iterator[tuple[str, dict[str, Tensor]]]:
+    """Each changed module's new tensors, one module at a time, in the rewrite's order.
+
+    The tensors are sliced by the masks, and an RMSNorm's weight over pruned channels scaled (see
+    :func:`_exact_norms`); `full` holds full-size replacements made by bias folding.  A module is
+    read only when its turn comes, so `modules` may load tensors lazily (a checkpoint streamed
+    tensor by tensor gives the same values, bit for bit, as the whole model in memory).
+    """
+    full = full or {}
+    maps = index_maps(analysis, masks)
+    scales = _rms_scales(analysis, masks)
     positions: dict[int, Tensor] = {}  # id(keep-mask) -> its kept indices, computed once per mask
     with torch.no_grad():
         for name in dict.fromkeys([*maps, *full]):  # ordered: the rewrite is deterministic
@@ -211,37 +245,39 @@ def plan_rewrite(analysis: Analysis, masks: Mapping[int, Tensor], options: Optio
                     role = analysis.roles[name]
                     out_keep = None if role.out_space is None else analysis.space_mask(role.out_space, masks)
                     new = new if out_keep is None else slice_tensor(new, {0: out_keep})
+                if (name, tname) in scales:  # offset + w' = (offset + w) * sqrt(d/d')
+                    ratio, offset = scales[name, tname]
+                    new = ((new.double() + offset) * ratio**0.5 - offset).to(new.dtype)
                 new_tensors[tname] = new
-            tensors[name] = new_tensors
-            if name in analysis.roles:  # not the owner of tensors read directly (functional BN)
-                attrs[name] = spec_for(module).attrs(_View(module, new_tensors))
-    for name, role in analysis.roles.items():  # sizes no tensor records (a LayerNorm without affine)
-        width_attrs = spec_for(modules[name]).width_attrs
-        in_keep = expand(analysis, role.in_layout, masks) if width_attrs is not None else None
-        if width_attrs is not None and in_keep is not None:
-            attrs.setdefault(name, {}).update(width_attrs(modules[name], int(in_keep.sum())))
-    # A head count follows its group's mask; a merged size read from another tensor's shape
-    # (``x.reshape(B, N, C)``) may change with any pruned group, and -1 is always equivalent.
-    constants = tuple(
-        (e.node, e.path, -1 if e.kind == "minus_one" else int(_count(analysis, e.space, masks)))
-        for e in analysis.edits
-        if (e.kind == "minus_one" and masks) or analysis.space_group[e.space] in masks
-    )
-    args, full_width = _exact_norms(analysis, masks, options, modules, tensors, attrs)
-    return Rewrite(MappingProxyType(masks), MappingProxyType(tensors), MappingProxyType(attrs), constants,
-                   args, full_width)
+            yield name, new_tensors
+
+
+def _rms_scales(analysis: Analysis, masks: Mapping[int, Tensor]) -> dict[tuple[str, str], tuple[float, float]]:
+    """(owner, tensor) -> (d/d', offset) of every RMSNorm weight over pruned channels."""
+    scales: dict[tuple[str, str], tuple[float, float]] = {}
+    for site in analysis.norms:
+        if site.kind != "rms":
+            continue
+        keep = expand(analysis, site.layout, masks)
+        if keep is None or bool(keep.all()) or not bool(keep.any()):
+            continue  # unchanged, or every channel removed (_exact_norms raises)
+        owner, tname = site.module or "", "weight"
+        if site.weight is not None:
+            owner, _, tname = site.weight.rpartition(".")
+        scales[owner, tname] = (keep.numel() / int(keep.sum()), site.offset)
+    return scales
 
 
 def _exact_norms(
     analysis: Analysis, masks: Mapping[int, Tensor], options: Options, modules: Mapping[str, Any],
-    tensors: dict[str, dict[str, Tensor]], attrs: dict[str, dict[str, Any]],
+    attrs: dict[str, dict[str, Any]],
 ) -> tuple[tuple[tuple[str, ArgPath, Any], ...], tuple[tuple[str, int], ...]]:
     """Keeps every norm over pruned channels exact (see :class:`~fprune.analysis.values.NormSite`).
 
     An RMSNorm over ``d'`` of ``d`` channels: ``offset + w' = (offset + w) * sqrt(d/d')`` and
-    ``eps' = eps * d/d'``.  A LayerNorm: statistics over the original width (a PrunedLayerNorm, or
-    ``layer_norm_full`` for F.layer_norm); under ``approximate`` over the kept channels.  Fills
-    `tensors` and `attrs`; returns the graph arguments to write and the F.layer_norm nodes to widen.
+    ``eps' = eps * d/d'`` (the weight is scaled by :func:`module_tensors`).  A LayerNorm: statistics
+    over the original width (a PrunedLayerNorm, or ``layer_norm_full`` for F.layer_norm); under
+    ``approximate`` over the kept channels.  Fills `attrs`; returns the graph arguments to write and the F.layer_norm nodes to widen.
     """
     args: list[tuple[str, ArgPath, Any]] = []
     widen: list[tuple[str, int]] = []
@@ -253,9 +289,6 @@ def _exact_norms(
         if kept == 0:
             raise InvalidMaskError(f"the masks remove every channel normalised by node {site.node!r}; keep at "
                                    "least one channel of each group")
-        owner, tname = site.module or "", "weight"
-        if site.weight is not None:
-            owner, _, tname = site.weight.rpartition(".")
         if site.shape is not None:
             args.append((site.node, site.shape, (kept,)))
         if site.kind == "layer":
@@ -272,12 +305,7 @@ def _exact_norms(
             else:
                 widen.append((site.node, full))
             continue
-        ratio = full / kept
-        weight = tensors.get(owner, {}).get(tname)
-        if weight is not None:
-            with torch.no_grad():
-                scaled = (weight.double() + site.offset) * ratio**0.5 - site.offset
-            tensors[owner][tname] = scaled.to(weight.dtype)
+        ratio = full / kept  # the weight was scaled by module_tensors
         if site.module is not None:
             eps = getattr(modules[site.module], "eps", None)
             if eps is not None:
