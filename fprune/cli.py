@@ -8,7 +8,8 @@ Commands::
                  [--per-module PATTERN=SPARSITY]
     fprune apply MODEL plan.json --out pruned.pt [--input-shape 1,3,32,32] [--prune-outputs] [--approximate]
     fprune hf prune SRC OUT [--heads F] [--kv-heads F] [--mlp F] [--hidden F] [--scorer l1|l2|random]
-                 [--seed N] [--per-layer] [--approximate] [--overwrite] [--no-progress]  # a Hugging Face model folder, fprune[hf]
+                 [--seed N] [--per-layer] [--approximate] [--in-memory] [--max-shard-size 1GB]
+                 [--overwrite] [--no-progress]  # a Hugging Face model folder, fprune[hf]
 
 ``MODEL`` is ``package.module:factory``: a callable taking no arguments that
 returns an ``nn.Module`` (or an ``nn.Module`` instance itself); the current
@@ -287,16 +288,35 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
+def _size(text: str) -> int:
+    units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+    number = text.strip().upper().rstrip("BIKMG")
+    unit = text.strip().upper()[len(number):]
+    try:
+        value = float(number) * units[unit]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"expected a size such as 1GB, 500MB or 2GiB, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive size, got {text!r}")
+    return int(value)
+
+
 def _cmd_hf_prune(args: argparse.Namespace) -> int:
     from fprune.hf.folder import prune_folder  # imports transformers only when it runs
+    from fprune.hf.stream import prune_checkpoint
 
     if not any((args.heads, args.kv_heads, args.mlp, args.hidden)):
         raise InvalidArgumentError("fprune hf prune: give at least one of --heads, --kv-heads, --mlp, --hidden "
                                    "(each a fraction to remove, e.g. --mlp 0.3)")
-    report = prune_folder(args.source, args.out, heads=args.heads, kv_heads=args.kv_heads, mlp=args.mlp,
-                          hidden=args.hidden, scorer=args.scorer, seed=args.seed, uniform=not args.per_layer,
-                          approximate=args.approximate, overwrite=args.overwrite,
-                          progress=not args.no_progress)
+    widths = dict(heads=args.heads, kv_heads=args.kv_heads, mlp=args.mlp, hidden=args.hidden)
+    if args.in_memory or args.per_layer or args.approximate:
+        report = prune_folder(args.source, args.out, **widths, scorer=args.scorer, seed=args.seed,
+                              uniform=not args.per_layer, approximate=args.approximate, overwrite=args.overwrite,
+                              progress=not args.no_progress)
+    else:
+        report = prune_checkpoint(args.source, args.out, **widths, scorer=args.scorer, seed=args.seed,
+                                  max_shard_size=args.max_shard_size, overwrite=args.overwrite,
+                                  progress=not args.no_progress)
     print(report.table())
     notes = f"; {len(report.notes)} notes on groups left whole in its fprune.json" if report.notes else ""
     loader = "fprune.hf.load loads it" if args.per_layer else "from_pretrained loads it"
@@ -405,6 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
     hf_prune.add_argument("--approximate", action="store_true",
                           help="LayerNorm families (BERT, DistilBERT, ViT): prune heads and hidden together, "
                                "inexactly (their classes tie hidden = heads x head size)")
+    hf_prune.add_argument("--in-memory", action="store_true",
+                          help="load the whole model and check the rebuilt class against the pruned program "
+                               "(default: stream tensor by tensor, bit for bit the same; --per-layer and "
+                               "--approximate always load it)")
+    hf_prune.add_argument("--max-shard-size", type=_size, default=2**30, metavar="SIZE",
+                          help="bytes per output shard when streaming, e.g. 1GB, 500MB (default 1GiB)")
     hf_prune.add_argument("--overwrite", action="store_true",
                           help="replace OUT if it exists (only once the new model is fully written)")
     hf_prune.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -208,10 +208,16 @@ def score_model(scorer: Scorer, model: nn.Module | ExportedProgram, options: Opt
             some group; the message names every such group, node and op.
         InvalidTypeError, TraceError: `model` is not a module, or cannot be traced.
     """
-    analysis = analyze(model)
+    return score_analysis(scorer, analyze(model), options)
+
+
+def score_analysis(scorer: Scorer, analysis: Analysis, options: Options = DEFAULT_OPTIONS,
+                   modules: Mapping[str, nn.Module] | None = None) -> Scored:
+    """:func:`score_model` on an analysis already made; `modules` may supply the modules read
+    (by name), e.g. loaded one at a time from a checkpoint, in place of the analysed graph's."""
     if options.strict:
         _refuse_unknown(analysis)
-    modules = dict(analysis.graph.named_modules())
+    modules = dict(analysis.graph.named_modules()) if modules is None else modules
     scores: dict[str, Scores] = {}
     skipped: list[str] = []
     for group in analysis.groups:

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
@@ -32,7 +33,7 @@ from torch import Tensor
 
 from fprune.errors import CheckpointError
 
-__all__ = ["TensorEntry", "read_header", "load_tensors", "save_tensors", "DTYPES"]
+__all__ = ["TensorEntry", "read_header", "load_tensors", "save_tensors", "DTYPES", "raw_bytes"]
 
 # safetensors dtype code -> torch dtype (and its bytes per element)
 DTYPES: Mapping[str, torch.dtype] = MappingProxyType({
@@ -142,7 +143,7 @@ def save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, Tensor],
         flat = t.detach().to("cpu").reshape(-1).clone()  # its own storage, exactly its bytes
         if sys.byteorder != "little" and flat.element_size() > 1:  # pragma: no cover - big-endian hosts
             flat = flat.view(torch.uint8).reshape(-1, flat.element_size()).flip(1).reshape(-1).clone()
-        raw = bytes(flat.untyped_storage()) if flat.numel() else b""
+        raw = raw_bytes(flat)
         header[name] = {"dtype": _CODES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
         blobs.append(raw)
         offset += len(raw)
@@ -159,6 +160,12 @@ def save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, Tensor],
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def raw_bytes(t: Tensor) -> bytes:
+    """The bytes of a contiguous CPU tensor, copied at C speed (no numpy needed)."""
+    n = t.numel() * t.element_size()
+    return ctypes.string_at(t.data_ptr(), n) if n else b""
 
 
 def _entry(path: Path, name: str, spec: object, base: int) -> TensorEntry:

@@ -184,12 +184,12 @@ def prune_folder(
 class _Bar:
     """A progress bar over the steps of prune_folder (tqdm, which transformers requires)."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, desc: str = "fprune hf prune", steps: tuple[str, ...] = _STEPS) -> None:
         self._bar: Any = None
         self._started = False
         if enabled:
             tqdm = importlib.import_module("tqdm.auto").tqdm  # a dependency of transformers
-            self._bar = tqdm(total=len(_STEPS), desc="fprune hf prune", unit="step", leave=True)
+            self._bar = tqdm(total=len(steps), desc=desc, unit="step", leave=True)
 
     def step(self, name: str) -> None:
         """Marks the previous step done and shows `name` as the one running."""

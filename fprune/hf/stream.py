@@ -1,0 +1,335 @@
+"""Prune a checkpoint larger than memory: the graph on the meta device, the tensors one at a time.
+
+:func:`prune_checkpoint` never holds the model: it builds the class on the meta device from the
+folder's config and traces it there (shapes only), then reads each tensor from its shard when it
+is needed, once to score it (a producer's weight) and once to write its kept slices, and writes
+every output tensor once, at its place in an output shard whose header is computed beforehand.
+The arithmetic is the in-memory rewrite's own (:func:`fprune.analysis.resolve.module_tensors`,
+:func:`fprune.plan.score_analysis`), so the result equals ``fprune.hf.apply`` on the loaded model,
+bit for bit.  OUT is written to a temporary folder beside it and renamed at the end.
+
+Scorers are those that read weights (``l1``, ``l2``; ``random`` reads nothing); calibration-aware
+ones need the model run, layer by layer, which is not streamed yet.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import struct
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import MappingProxyType, SimpleNamespace
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from fprune.analysis import Analysis, analyze
+from fprune.analysis.resolve import applied_masks, module_tensors
+from fprune.errors import CheckpointError, FpruneWarning, InvalidArgumentError
+from fprune.hf._extra import require
+from fprune.hf.checkpoint import INDEX, Checkpoint, read_checkpoint
+from fprune.hf.folder import RECORD, SCORERS, FolderReport, _Bar, _width
+from fprune.plan import score_analysis
+from fprune.tensorfile import DTYPES, raw_bytes
+
+__all__ = ["prune_checkpoint"]
+
+_CODES = {dtype: code for code, dtype in DTYPES.items()}
+
+
+def prune_checkpoint(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    heads: float = 0.0,
+    kv_heads: float = 0.0,
+    mlp: float = 0.0,
+    hidden: float = 0.0,
+    scorer: str = "l1",
+    seed: int = 0,
+    max_shard_size: int = 1 << 30,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> FolderReport:
+    """Streams the model in folder `source` through ``fprune.hf.widths`` into folder `out`.
+
+    Args:
+        source: a folder of ``save_pretrained`` (config.json, safetensors shards).
+        out: the folder to create (replaced only with `overwrite`, once fully written).
+        heads, kv_heads, mlp, hidden: fractions to remove, as in :func:`fprune.hf.widths`.
+        scorer: ``"l1"``, ``"l2"`` or ``"random"`` (with `seed`).
+        max_shard_size: bytes per output shard (a tensor larger than it gets a shard of its own).
+        overwrite: replace `out` if it exists (only after the new model is fully written).
+        progress: show a progress bar over the steps on stderr.
+
+    Raises:
+        CheckpointError: a missing, truncated or inconsistent shard, or an unknown architecture.
+        InvalidArgumentError, UnsupportedModelError: as :func:`fprune.hf.folder.prune_folder`.
+    """
+    from fprune import hf
+    from fprune.hf import _config_accepts, _edit_config, _kept_widths
+
+    start = time.perf_counter()
+    require()
+    if scorer not in SCORERS:
+        raise InvalidArgumentError(f"prune_checkpoint expects scorer in {sorted(SCORERS)}, got {scorer!r}")
+    if isinstance(max_shard_size, bool) or not isinstance(max_shard_size, int) or max_shard_size < 1:
+        raise InvalidArgumentError(f"prune_checkpoint expects a positive int max_shard_size, got {max_shard_size!r}")
+    stage = hf.widths(heads=heads, kv_heads=kv_heads, mlp=mlp, hidden=hidden)
+    src, dst = Path(source), Path(out)
+    if dst.exists() and not overwrite:
+        raise InvalidArgumentError(f"{dst} already exists; choose another OUT, or pass --overwrite to replace it")
+    bar = _Bar(progress, "fprune hf prune (streamed)", ("check", "meta model", "trace", "score", "mask", "write"))
+    bar.step("check")
+    ckpt = read_checkpoint(src)
+    hf.family(SimpleNamespace(model_type=ckpt.config.get("model_type")))
+    bar.step("meta model")
+    model = _meta_model(src, ckpt)
+    fam = hf.family(model)
+    reader = _Reader(ckpt, model)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", FpruneWarning)
+            bar.step("trace")
+            program = hf.trace(model)
+            analysis = analyze(program)
+            lazy = _Modules(analysis, reader)
+            bar.step("score")
+            scored = score_analysis(SCORERS[scorer](seed), analysis, modules=lazy)
+            bar.step("mask")
+            plan = stage(scored)
+    except BaseException:
+        reader.close()
+        bar.close()
+        raise
+    notes = tuple(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, FpruneWarning)))
+    kept, _ = _kept_widths(plan, fam, model.config)
+    if not _config_accepts(model.config, fam, kept):  # pragma: no cover - widths() rounds to valid counts
+        raise InvalidArgumentError(f"the widths {kept} make a config that transformers refuses")
+    config = copy.deepcopy(model.config)
+    _edit_config(config, fam, model.config, kept)
+    masks = {analysis.by_producer[k]: m.detach().cpu() for k, m in plan.masks.items() if not bool(m.all())}
+    masks = applied_masks(analysis, masks, plan.options)
+    shapes = _shapes(ckpt, plan.params(), reader)
+    fields = [f for f in (fam.hidden, fam.heads, fam.kv_heads, fam.mlp) if f and hasattr(model.config, f)]
+    before = {f: _width(model.config, f) for f in fields}
+    after = {f: _width(config, f) for f in fields}
+    tmp = dst.parent / f".{dst.name}.fprune-{os.getpid()}"
+    old = dst.parent / f".{dst.name}.fprune-old-{os.getpid()}"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        bar.step("write")
+        tmp.mkdir()
+        config.save_pretrained(tmp)  # type: ignore[union-attr, operator]
+        for name in ckpt.other_files() + (("generation_config.json",) if (src / "generation_config.json").exists()
+                                          else ()):
+            shutil.copy2(src / name, tmp / name)
+        _write_shards(tmp, ckpt, shapes, analysis, masks, lazy, reader, max_shard_size)
+        (tmp / RECORD).write_text(json.dumps({
+            "fprune": _version(), "source": str(src), "widths": stage.__dict__, "scorer": scorer, "streamed": True,
+            **({"seed": seed} if scorer == "random" else {}), "before": before, "after": after,
+            "notes": list(notes)}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        read_checkpoint(tmp)
+        if dst.exists() and overwrite:
+            dst.rename(old)
+        tmp.rename(dst)
+        bar.done()
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not dst.exists():
+            old.rename(dst)
+        raise
+    finally:
+        reader.close()
+        bar.close()
+    shutil.rmtree(old, ignore_errors=True)
+    params_before = sum(_numel(e.shape) for e in ckpt.tensors.values())
+    params_after = sum(_numel(s) for s, _ in shapes.values())
+    return FolderReport(source=src, out=dst, widths_before=MappingProxyType(before),
+                        widths_after=MappingProxyType(after), layers=int(getattr(config, "num_hidden_layers", 0) or 0),
+                        params_before=params_before, params_after=params_after, bytes_before=ckpt.nbytes,
+                        bytes_after=read_checkpoint(dst).nbytes, seconds=time.perf_counter() - start, notes=notes)
+
+
+# --------------------------------------------------------------------------------------
+
+
+def _meta_model(src: Path, ckpt: Checkpoint) -> nn.Module:
+    import transformers
+
+    names = ckpt.config.get("architectures") or []
+    cls = getattr(transformers, names[0], None) if names and isinstance(names[0], str) else None
+    if cls is None:
+        raise CheckpointError(f"{src}/config.json names no transformers class in 'architectures' ({names!r})")
+    config = transformers.AutoConfig.from_pretrained(src)
+    with torch.device("meta"):
+        model = cls(config)
+    return model.eval()  # type: ignore[no-any-return]
+
+
+class _Reader:
+    """Reads one tensor at a time from the shards; a tied tensor by whichever of its names was saved."""
+
+    def __init__(self, ckpt: Checkpoint, model: nn.Module) -> None:
+        from safetensors import safe_open
+
+        self._open = safe_open
+        self.ckpt = ckpt
+        self.files: dict[str, Any] = {}
+        self.alias: dict[str, str] = {}
+        names: dict[int, list[str]] = {}
+        for name, t in model.state_dict(keep_vars=True).items():
+            names.setdefault(id(t), []).append(name)
+        for group in names.values():
+            saved = next((n for n in group if n in ckpt.tensors), None)
+            for n in group:
+                if saved is not None:
+                    self.alias[n] = saved
+
+    def key(self, name: str) -> str | None:
+        """The checkpoint's name for tensor `name` (itself, or the saved name of a tied tensor)."""
+        return name if name in self.ckpt.tensors else self.alias.get(name)
+
+    def __call__(self, name: str) -> Tensor:
+        key = self.key(name)
+        if key is None:
+            raise CheckpointError(f"{self.ckpt.root} has no tensor {name!r}, which the model built from its config "
+                                  "needs: the shards and the config come from different models")
+        shard = self.ckpt.tensors[key].file
+        if shard not in self.files:  # one shard open at a time: its mapped pages leave with it
+            self.close()
+            handle = self._open(str(self.ckpt.root / shard), framework="pt", device="cpu")
+            self.files[shard] = handle.__enter__()  # type: ignore[no-untyped-call]
+        return self.files[shard].get_tensor(key)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.__exit__(None, None, None)
+        self.files.clear()
+
+
+class _Modules(Mapping[str, nn.Module]):
+    """The analysed graph's modules, each with its real tensors read from the checkpoint on access."""
+
+    def __init__(self, analysis: Analysis, reader: _Reader) -> None:
+        self.analysis, self.reader = analysis, reader
+        self.names = [n for n, _ in analysis.graph.named_modules()]
+
+    def __getitem__(self, name: str) -> nn.Module:
+        shell = self.analysis.graph.get_submodule(name)
+        real = copy.deepcopy(shell)  # on the meta device: no data
+        for tname, t in list(shell.named_parameters(recurse=False)) + list(shell.named_buffers(recurse=False)):
+            if t is None or not t.is_meta:
+                continue
+            value = self.reader(self.analysis.public_name(f"{name}.{tname}" if name else tname))
+            if isinstance(t, nn.Parameter):
+                setattr(real, tname, nn.Parameter(value, t.requires_grad))
+            else:
+                setattr(real, tname, value)
+        return real
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def _shapes(ckpt: Checkpoint, params: Mapping[str, list[dict[str, Any]]],
+            reader: _Reader) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Checkpoint key -> (shape after pruning, dtype code), in the checkpoint's order."""
+    changed: dict[str, list[dict[str, Any]]] = {}
+    for name, entries in params.items():
+        key = reader.key(name)
+        if key is not None:
+            changed[key] = entries
+    out: dict[str, tuple[tuple[int, ...], str]] = {}
+    for key, entry in ckpt.tensors.items():
+        shape = list(entry.shape)
+        for e in changed.get(key, []):
+            shape[e["dim"]] = len(e["keep"])
+        out[key] = (tuple(shape), entry.dtype)
+    return out
+
+
+def _write_shards(root: Path, ckpt: Checkpoint, shapes: Mapping[str, tuple[tuple[int, ...], str]],
+                  analysis: Analysis, masks: Mapping[int, Tensor], lazy: _Modules, reader: _Reader,
+                  max_shard_size: int) -> None:
+    """Lays the output tensors out in shards, writes the headers, then each tensor once at its offset."""
+    itemsize = {code: torch.empty(0, dtype=dtype).element_size() for code, dtype in DTYPES.items()}
+    shards: list[list[str]] = [[]]
+    size = 0
+    for key, (shape, code) in shapes.items():
+        n = _numel(shape) * itemsize[code]
+        if shards[-1] and size + n > max_shard_size:
+            shards.append([])
+            size = 0
+        shards[-1].append(key)
+        size += n
+    names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))] \
+        if len(shards) > 1 else ["model.safetensors"]
+    where: dict[str, tuple[Any, int, str]] = {}  # key -> (file, absolute offset, dtype code)
+    files = []
+    try:
+        for fname, keys in zip(names, shards):
+            header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+            offset = 0
+            for key in keys:
+                shape, code = shapes[key]
+                n = _numel(shape) * itemsize[code]
+                header[key] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + n]}
+                offset += n
+            text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+            text += b" " * (-len(text) % 8)
+            f = (root / fname).open("wb")
+            files.append(f)
+            f.write(struct.pack("<Q", len(text)) + text)
+            f.truncate(8 + len(text) + offset)
+            for key in keys:
+                where[key] = (f, 8 + len(text) + header[key]["data_offsets"][0], shapes[key][1])
+        written: set[str] = set()
+        for module, tensors in module_tensors(analysis, masks, lazy):
+            for tname, value in tensors.items():
+                found = reader.key(analysis.public_name(f"{module}.{tname}" if module else tname))
+                if found is not None and found not in written:
+                    _put(where[found], found, value, shapes[found][0])
+                    written.add(found)
+        for key in shapes:
+            if key not in written:
+                _put(where[key], key, reader(key), shapes[key][0])
+    finally:
+        for f in files:
+            f.close()
+    if len(shards) > 1:
+        index = {"metadata": {"total_size": sum(_numel(s) * itemsize[c] for s, c in shapes.values())},
+                 "weight_map": {key: fname for fname, keys in zip(names, shards) for key in keys}}
+        (root / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _put(place: tuple[Any, int, str], key: str, value: Tensor, shape: tuple[int, ...]) -> None:
+    f, offset, code = place
+    if tuple(value.shape) != shape or _CODES.get(value.dtype) != code:
+        raise CheckpointError(f"internal: {key!r} came out {tuple(value.shape)} {value.dtype}, expected {shape} {code}")
+    flat = value.detach().to("cpu").reshape(-1).clone()
+    f.seek(offset)
+    f.write(raw_bytes(flat))
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _version() -> str:
+    from fprune import __version__
+
+    return __version__

@@ -1,0 +1,120 @@
+"""Streaming a checkpoint (issue #17): the result equals fprune.hf.apply on the loaded model, bit for bit.
+
+Tiny random models saved offline in bfloat16 and float32, sharded small so that tensors cross
+shards; skipped without the hf extra.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from fprune import score_l1
+from fprune.cli import main
+from fprune.errors import CheckpointError, InvalidArgumentError
+
+transformers = pytest.importorskip("transformers")
+safetensors_torch = pytest.importorskip("safetensors.torch")
+hf = pytest.importorskip("fprune.hf")
+from fprune.hf.checkpoint import INDEX, read_checkpoint  # noqa: E402
+from fprune.hf.folder import RECORD  # noqa: E402
+from fprune.hf.stream import prune_checkpoint  # noqa: E402
+
+LLAMA = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+             head_dim=8, vocab_size=64, max_position_embeddings=32)
+
+
+def _build(name: str, **extra: Any) -> nn.Module:
+    torch.manual_seed(0)
+    if name == "bert":
+        return transformers.BertForSequenceClassification(transformers.BertConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, vocab_size=64,
+            max_position_embeddings=32, num_labels=2))
+    config_cls, model_cls = {"llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+                             "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM),
+                             "gemma": (transformers.GemmaConfig, transformers.GemmaForCausalLM),
+                             "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM)}[name]
+    return model_cls(config_cls(**(LLAMA | extra)))
+
+
+def _tensors(folder: Path) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        out |= safetensors_torch.load_file(str(f))
+    return out
+
+
+CASES = [
+    ("llama", dict(tie_word_embeddings=False), torch.bfloat16, dict(kv_heads=0.5, mlp=0.5, hidden=0.25)),
+    ("llama", dict(tie_word_embeddings=True), torch.float32, dict(kv_heads=0.5, mlp=0.3, hidden=0.5)),
+    ("qwen3", dict(tie_word_embeddings=False), torch.bfloat16, dict(kv_heads=0.5, mlp=0.5)),
+    ("gemma", {}, torch.float32, dict(kv_heads=0.5, mlp=0.25)),
+    ("mistral", dict(tie_word_embeddings=False), torch.float32, dict(mlp=0.5, hidden=0.25)),
+    ("bert", {}, torch.float32, dict(mlp=0.5)),
+]
+
+
+@pytest.mark.parametrize(("name", "extra", "dtype", "widths"), CASES,
+                         ids=[f"{c[0]}-{str(c[2])[6:]}-{'-'.join(c[3])}" for c in CASES])
+def test_streamed_equals_in_memory_bit_for_bit(name: str, extra: dict[str, Any], dtype: torch.dtype,
+                                               widths: dict[str, float], tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "out"
+    _build(name, **extra).to(dtype).save_pretrained(src, max_shard_size="20KB")
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+    report = prune_checkpoint(src, out, **widths, max_shard_size=12_000)
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before  # SRC never touched
+    assert (out / INDEX).exists() and len(read_checkpoint(out).shards) > 1
+    model = type(_build(name, **extra)).from_pretrained(src, dtype="auto").eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = hf.apply(hf.widths(**widths)(score_l1(hf.trace(model)))).state_dict()
+    streamed = _tensors(out)
+    assert set(streamed) <= set(expected)
+    for key, value in streamed.items():
+        assert value.dtype == expected[key].dtype and torch.equal(value, expected[key]), key
+    back = type(model).from_pretrained(out, dtype="auto").eval()
+    assert report.widths_after == {k: getattr(back.config, k) for k in report.widths_after}
+    assert json.loads((out / RECORD).read_text())["streamed"] is True
+
+
+def test_cli_streams_by_default_and_in_memory_gives_the_same(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "src"
+    _build("llama", tie_word_embeddings=False).save_pretrained(src)
+    args = ["--kv-heads", "0.5", "--mlp", "0.5", "--no-progress"]
+    assert main(["hf", "prune", str(src), str(tmp_path / "a"), *args, "--max-shard-size", "30KB"]) == 0
+    assert main(["hf", "prune", str(src), str(tmp_path / "b"), *args, "--in-memory"]) == 0
+    assert json.loads((tmp_path / "a" / RECORD).read_text())["streamed"] is True
+    assert "streamed" not in json.loads((tmp_path / "b" / RECORD).read_text())
+    a, b = _tensors(tmp_path / "a"), _tensors(tmp_path / "b")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert main(["hf", "prune", str(src), str(tmp_path / "c"), *args, "--max-shard-size", "lots"]) == 2
+    assert "expected a size" in capsys.readouterr().err
+
+
+def test_bad_checkpoints_leave_nothing(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _build("llama", tie_word_embeddings=False).save_pretrained(src, max_shard_size="20KB")
+    shard = sorted(src.glob("*.safetensors"))[1]
+    data = shard.read_bytes()
+    shard.write_bytes(data[:-3])
+    with pytest.raises(CheckpointError, match="truncated"):
+        prune_checkpoint(src, tmp_path / "o", mlp=0.5)
+    shard.write_bytes(data)
+    other = tmp_path / "other"
+    _build("llama", tie_word_embeddings=False, num_hidden_layers=3).save_pretrained(other)
+    (src / "config.json").write_text((other / "config.json").read_text())  # a config of another model
+    with pytest.raises(CheckpointError, match="different models"):
+        prune_checkpoint(src, tmp_path / "o", mlp=0.5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other", "src"]
+    with pytest.raises(InvalidArgumentError, match="max_shard_size"):
+        prune_checkpoint(other, tmp_path / "o", mlp=0.5, max_shard_size=0)
+    (tmp_path / "o").mkdir()
+    with pytest.raises(InvalidArgumentError, match="already exists"):
+        prune_checkpoint(other, tmp_path / "o", mlp=0.5)
