@@ -27,13 +27,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import BinaryIO
 
 import torch
 from torch import Tensor
 
-from fprune.errors import CheckpointError
+from fprune.errors import CheckpointError, InvalidArgumentError
 
-__all__ = ["TensorEntry", "read_header", "load_tensors", "save_tensors", "DTYPES", "raw_bytes"]
+__all__ = ["TensorEntry", "read_header", "read_tensor", "load_tensors", "save_tensors", "DTYPES", "raw_bytes", "memory_of"]
 
 # safetensors dtype code -> torch dtype (and its bytes per element)
 DTYPES: Mapping[str, torch.dtype] = MappingProxyType({
@@ -102,6 +103,23 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, TensorEntry]:
     return entries
 
 
+def read_tensor(f: BinaryIO, entry: TensorEntry) -> Tensor:
+    """One tensor of an open safetensors file, read from its byte range (no memory map kept).
+
+    Only the tensor's own bytes are read, into memory the tensor then owns: reading a checkpoint
+    tensor by tensor holds one tensor at a time, whatever the file's size.
+    """
+    f.seek(entry.start)
+    data = bytearray(f.read(entry.nbytes))
+    if len(data) != entry.nbytes:
+        raise CheckpointError(f"{entry.file} ended while reading a tensor of {entry.nbytes} bytes: truncated")
+    dtype = DTYPES[entry.dtype]
+    flat = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
+    if sys.byteorder != "little" and flat.element_size() > 1:  # pragma: no cover - big-endian hosts
+        flat = flat.view(torch.uint8).reshape(-1, flat.element_size()).flip(1).reshape(-1).view(dtype)
+    return flat.reshape(entry.shape)
+
+
 def load_tensors(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     """Every tensor of a safetensors file (checked by :func:`read_header` first), on the CPU.
 
@@ -109,17 +127,8 @@ def load_tensors(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         CheckpointError: as :func:`read_header`, or a dtype this torch lacks.
     """
     entries = read_header(path)
-    out: dict[str, Tensor] = {}
     with Path(path).open("rb") as f:
-        for name, entry in entries.items():
-            f.seek(entry.start)
-            data = bytearray(f.read(entry.nbytes))
-            dtype = DTYPES[entry.dtype]
-            flat = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
-            if sys.byteorder != "little" and flat.element_size() > 1:  # pragma: no cover - big-endian hosts
-                flat = flat.view(torch.uint8).reshape(-1, flat.element_size()).flip(1).reshape(-1).view(dtype)
-            out[name] = flat.reshape(entry.shape).clone()
-    return out
+        return {name: read_tensor(f, entry) for name, entry in entries.items()}
 
 
 def save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, Tensor],
@@ -164,8 +173,18 @@ def save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, Tensor],
 
 def raw_bytes(t: Tensor) -> bytes:
     """The bytes of a contiguous CPU tensor, copied at C speed (no numpy needed)."""
+    return bytes(memory_of(t))
+
+
+def memory_of(t: Tensor) -> memoryview:
+    """A read-only view of a contiguous CPU tensor's bytes, without copying (valid while `t` lives)."""
+    if not t.is_contiguous() or t.device.type != "cpu":
+        raise InvalidArgumentError(f"memory_of needs a contiguous CPU tensor, got one on {t.device} (contiguous: "
+                                   f"{t.is_contiguous()}); call .cpu().contiguous() first")
     n = t.numel() * t.element_size()
-    return ctypes.string_at(t.data_ptr(), n) if n else b""
+    if not n:
+        return memoryview(b"")
+    return memoryview((ctypes.c_char * n).from_address(t.data_ptr())).cast("B").toreadonly()
 
 
 def _entry(path: Path, name: str, spec: object, base: int) -> TensorEntry:

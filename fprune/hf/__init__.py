@@ -325,8 +325,8 @@ def apply(plan: Plan, model: nn.Module | None = None, *, check: bool = True, uni
     False: then the config holds each width's largest count, ``config.fprune_layer_widths`` lists
     every layer's own (one dict of config fields per layer), and each layer's tensors have its
     shapes; save it with :func:`fprune.hf.save` and read it back with :func:`fprune.hf.load`.  The
-    new model is
-    built on the meta device and filled with the pruned tensors (``load_state_dict(assign=True)``);
+    new model is built on the meta device and filled with the pruned tensors
+    (``load_state_dict(assign=True)``);
     tensors the plan leaves whole are copied, so the two models share no storage.  With `check`
     (and real weights), the new model is run on the tracing inputs and compared with the pruned
     program, which is exact by construction: a family entry that does not describe the class

@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType, SimpleNamespace
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import Tensor, nn
@@ -36,7 +36,7 @@ from fprune.hf._extra import require
 from fprune.hf.checkpoint import INDEX, Checkpoint, read_checkpoint
 from fprune.hf.folder import RECORD, SCORERS, FolderReport, _Bar, _width
 from fprune.plan import score_analysis
-from fprune.tensorfile import DTYPES, raw_bytes
+from fprune.tensorfile import DTYPES, memory_of, read_tensor
 
 __all__ = ["prune_checkpoint"]
 
@@ -178,11 +178,8 @@ class _Reader:
     """Reads one tensor at a time from the shards; a tied tensor by whichever of its names was saved."""
 
     def __init__(self, ckpt: Checkpoint, model: nn.Module) -> None:
-        from safetensors import safe_open
-
-        self._open = safe_open
         self.ckpt = ckpt
-        self.files: dict[str, Any] = {}
+        self.files: dict[str, BinaryIO] = {}
         self.alias: dict[str, str] = {}
         names: dict[int, list[str]] = {}
         for name, t in model.state_dict(keep_vars=True).items():
@@ -202,16 +199,15 @@ class _Reader:
         if key is None:
             raise CheckpointError(f"{self.ckpt.root} has no tensor {name!r}, which the model built from its config "
                                   "needs: the shards and the config come from different models")
-        shard = self.ckpt.tensors[key].file
-        if shard not in self.files:  # one shard open at a time: its mapped pages leave with it
+        entry = self.ckpt.tensors[key]
+        if entry.file not in self.files:  # plain reads of the tensor's bytes: no memory map holds the shard
             self.close()
-            handle = self._open(str(self.ckpt.root / shard), framework="pt", device="cpu")
-            self.files[shard] = handle.__enter__()  # type: ignore[no-untyped-call]
-        return self.files[shard].get_tensor(key)  # type: ignore[no-any-return]
+            self.files[entry.file] = (self.ckpt.root / entry.file).open("rb")
+        return read_tensor(self.files[entry.file], entry)
 
     def close(self) -> None:
         for f in self.files.values():
-            f.__exit__(None, None, None)
+            f.close()
         self.files.clear()
 
 
@@ -317,9 +313,9 @@ def _put(place: tuple[Any, int, str], key: str, value: Tensor, shape: tuple[int,
     f, offset, code = place
     if tuple(value.shape) != shape or _CODES.get(value.dtype) != code:
         raise CheckpointError(f"internal: {key!r} came out {tuple(value.shape)} {value.dtype}, expected {shape} {code}")
-    flat = value.detach().to("cpu").reshape(-1).clone()
+    flat = value.detach().to("cpu").contiguous()
     f.seek(offset)
-    f.write(raw_bytes(flat))
+    f.write(memory_of(flat))
 
 
 def _numel(shape: tuple[int, ...]) -> int:
