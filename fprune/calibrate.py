@@ -17,8 +17,9 @@ They return the same :class:`fprune.Scored` as ``score_l1``, so ``topk_mask``,
 ``global_topk_mask``, ``ignore`` and ``fprune.hf.widths`` work unchanged, on torch.fx models and
 on ExportedPrograms alike.  A batch is a tensor (``model(x)``), a tuple or list
 (``model(*batch)``) or a dict (``model(**batch)``); the batches are iterated once per call, so a
-generator serves one call.  The model is not modified (the recording runs on a copy of its graph).
-Statistics accumulate in float64.
+generator serves one call.  The model runs in eval mode (BatchNorm reads its running statistics and
+does not update them; dropout is off), and is not modified: the recording runs on a copy of its
+graph, and every module's mode is restored afterwards.  Statistics accumulate in float64.
 
 Example:
     >>> import torch
@@ -289,7 +290,9 @@ def record_inputs(analysis: Analysis, consumers: list[str], batches: Iterable[An
         return x
 
     bar = _progress(progress, where, len(batches) if isinstance(batches, Sized) else None)
-    with torch.no_grad(), _Recorder.installed(record), bar:
+    # an ExportedProgram's module has its mode baked into its graph (and refuses .eval())
+    mode = _evaluating(runner) if analysis.source is None else contextlib.nullcontext()
+    with torch.no_grad(), _Recorder.installed(record), bar, mode:
         for batch in batches:
             try:
                 if isinstance(batch, Tensor):
@@ -320,6 +323,19 @@ def record_inputs(analysis: Analysis, consumers: list[str], batches: Iterable[An
             f"{where}: the calibration batches yielded nothing (a generator serves one call; pass a list "
             "to use them again)")
     return stats
+
+
+@contextlib.contextmanager
+def _evaluating(runner: nn.Module) -> Iterator[None]:
+    """Eval mode while the batches run (BatchNorm uses, and does not update, its running statistics;
+    dropout is off), restoring every module's own mode after: the modules are the user's."""
+    modes = [(m, m.training) for m in runner.modules()]
+    runner.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 def _channel_dim(module: nn.Module) -> int:

@@ -188,3 +188,16 @@ def test_activation_aware_scores_feed_hf_widths() -> None:
     torch.testing.assert_close(scored.scores["model.layers.1.mlp.gate_proj"], expected.float())
     assert small.config.intermediate_size == 32 and small.config.num_key_value_heads == 1
     assert score_l1(program).scores.keys() == scored.scores.keys()
+
+
+def test_a_model_in_train_mode_is_not_modified() -> None:
+    """The batches run in eval mode: BatchNorm's running statistics stay, and every mode is restored."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Dropout(0.5), nn.Conv2d(6, 4, 3))
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batches = [torch.randn(2, 3, 8, 8)]
+    first = score_wanda(batches)(model).scores["0"]
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert all(m.training for m in model.modules())
+    torch.testing.assert_close(score_wanda(batches)(model).scores["0"], first)  # no dropout noise
