@@ -118,3 +118,14 @@ def test_bad_checkpoints_leave_nothing(tmp_path: Path) -> None:
     (tmp_path / "o").mkdir()
     with pytest.raises(InvalidArgumentError, match="already exists"):
         prune_checkpoint(other, tmp_path / "o", mlp=0.5)
+
+
+def test_out_is_never_src_or_inside_it(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _build("llama").save_pretrained(src)
+    for run in (prune_checkpoint, hf.folder.prune_folder):
+        with pytest.raises(InvalidArgumentError, match="OUT is SRC"):
+            run(src, src, mlp=0.5, overwrite=True)
+        with pytest.raises(InvalidArgumentError, match="inside SRC"):
+            run(src, src / "pruned", mlp=0.5)
+    assert sorted(p.name for p in src.iterdir()) == ["config.json", "generation_config.json", "model.safetensors"]

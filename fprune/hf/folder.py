@@ -29,7 +29,7 @@ from fprune.hf._extra import require
 from fprune.hf.checkpoint import read_checkpoint
 from fprune.types import Scorer
 
-__all__ = ["FolderReport", "prune_folder", "SCORERS", "RECORD"]
+__all__ = ["FolderReport", "prune_folder", "check_apart", "SCORERS", "RECORD"]
 
 RECORD = "fprune.json"
 
@@ -138,8 +138,7 @@ def prune_folder(
     if dst.exists() and not overwrite:
         raise InvalidArgumentError(f"{dst} already exists; choose another OUT, or pass --overwrite to replace it "
                                    "(it is replaced only once the pruned model is fully written)")
-    if dst.resolve() == src.resolve():
-        raise InvalidArgumentError(f"OUT is SRC ({src}); write the pruned model to another folder")
+    check_apart(src, dst)
     bar = _Bar(progress)
     try:
         bar.step("check")
@@ -208,6 +207,16 @@ class _Bar:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def check_apart(src: Path, dst: Path) -> None:
+    """Refuses an OUT that is SRC or lies inside it: SRC is never written to."""
+    a, b = src.resolve(), dst.resolve()
+    if b == a:
+        raise InvalidArgumentError(f"OUT is SRC ({src}); write the pruned model to another folder")
+    if a in b.parents:
+        raise InvalidArgumentError(f"OUT ({dst}) lies inside SRC ({src}), which is never written to; choose a "
+                                   "folder outside it")
 
 
 def _load(src: Path, config: Mapping[str, Any]) -> nn.Module:

@@ -34,7 +34,7 @@ from fprune.analysis.resolve import applied_masks, module_tensors
 from fprune.errors import CheckpointError, FpruneWarning, InvalidArgumentError
 from fprune.hf._extra import require
 from fprune.hf.checkpoint import INDEX, Checkpoint, read_checkpoint
-from fprune.hf.folder import RECORD, SCORERS, FolderReport, _Bar, _width
+from fprune.hf.folder import RECORD, SCORERS, FolderReport, _Bar, _width, check_apart
 from fprune.plan import score_analysis
 from fprune.tensorfile import DTYPES, memory_of, read_tensor
 
@@ -85,6 +85,7 @@ def prune_checkpoint(
     src, dst = Path(source), Path(out)
     if dst.exists() and not overwrite:
         raise InvalidArgumentError(f"{dst} already exists; choose another OUT, or pass --overwrite to replace it")
+    check_apart(src, dst)
     bar = _Bar(progress, "fprune hf prune (streamed)", ("check", "meta model", "trace", "score", "mask", "write"))
     bar.step("check")
     ckpt = read_checkpoint(src)
@@ -104,19 +105,19 @@ def prune_checkpoint(
             scored = score_analysis(SCORERS[scorer](seed), analysis, modules=lazy)
             bar.step("mask")
             plan = stage(scored)
+        notes = tuple(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, FpruneWarning)))
+        kept, _ = _kept_widths(plan, fam, model.config)
+        if not _config_accepts(model.config, fam, kept):  # pragma: no cover - widths() rounds to valid counts
+            raise InvalidArgumentError(f"the widths {kept} make a config that transformers refuses")
+        config = copy.deepcopy(model.config)
+        _edit_config(config, fam, model.config, kept)
+        masks = {analysis.by_producer[k]: m.detach().cpu() for k, m in plan.masks.items() if not bool(m.all())}
+        masks = applied_masks(analysis, masks, plan.options)
+        shapes = _shapes(ckpt, plan.params(), reader)
     except BaseException:
         reader.close()
         bar.close()
         raise
-    notes = tuple(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, FpruneWarning)))
-    kept, _ = _kept_widths(plan, fam, model.config)
-    if not _config_accepts(model.config, fam, kept):  # pragma: no cover - widths() rounds to valid counts
-        raise InvalidArgumentError(f"the widths {kept} make a config that transformers refuses")
-    config = copy.deepcopy(model.config)
-    _edit_config(config, fam, model.config, kept)
-    masks = {analysis.by_producer[k]: m.detach().cpu() for k, m in plan.masks.items() if not bool(m.all())}
-    masks = applied_masks(analysis, masks, plan.options)
-    shapes = _shapes(ckpt, plan.params(), reader)
     fields = [f for f in (fam.hidden, fam.heads, fam.kv_heads, fam.mlp) if f and hasattr(model.config, f)]
     before = {f: _width(model.config, f) for f in fields}
     after = {f: _width(config, f) for f in fields}
