@@ -262,12 +262,12 @@ def score_flap(batches: Iterable[Any], *, options: Options = DEFAULT_OPTIONS,
 
 
 def record_inputs(analysis: Analysis, consumers: list[str], batches: Iterable[Any], where: str, *,
-                  outer: Mapping[str, Tensor] | None = None, progress: bool = False) -> dict[str, _Stats]:
+                  outer: Mapping[str, Tensor | None] | None = None, progress: bool = False) -> dict[str, _Stats]:
     """Runs the analysed model over `batches` once, summing each consumer's input per channel.
 
     `outer` maps consumers to the columns ``K`` of their input whose second moments
-    ``sum x x[:, K]^T`` are kept too (for a ``Conv2d``, over its unfolded input patches,
-    ``in * kh * kw`` columns).  The model is not modified.  Raises InvalidArgumentError or InvalidTypeError naming the batch at fault.
+    ``sum x x[:, K]^T`` are kept too (None: sums only).  A ``Conv2d`` named in `outer` is measured
+    over its unfolded input patches (``in * kh * kw`` columns).  The model is not modified.  Raises InvalidArgumentError or InvalidTypeError naming the batch at fault.
     """
     modules = dict(analysis.graph.named_modules())
     outer = outer or {}

@@ -99,8 +99,11 @@ class Reconstruct:
                           f"pruned: {', '.join(skipped)}", FpruneWarning, stacklevel=2)
         if not targets:
             return plan
-        columns = {name: torch.tensor(_columns(modules[name], cols)) for name, (cols, _) in targets.items()}
-        outer = columns if self.method == "lstsq" else None
+        # every target is measured per weight column (a convolution over its patches); lstsq also keeps
+        # the second moments of the kept columns
+        outer: dict[str, Tensor | None] = {
+            name: torch.tensor(_columns(modules[name], cols)) if self.method == "lstsq" else None
+            for name, (cols, _) in targets.items()}
         stats = record_inputs(analysis, sorted(targets), self.batches, repr(self), outer=outer, progress=self.progress)
         values = dict(plan.values)
         no_bias: list[str] = []

@@ -173,3 +173,14 @@ def test_saved_plan_with_values_reproduces_the_model_bit_for_bit(tmp_path: Any) 
     plain.save(tmp_path)  # a plan without values removes the stale file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.json"]
     assert load_plan(str(tmp_path), fresh).to_json() == plain.to_json()
+
+
+def test_bias_method_on_conv_consumers_with_a_bias() -> None:
+    """FLAP's compensation over a convolution's patches: never worse than plain pruning on the batches."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3, padding=1)).double().eval()
+    batches = [torch.randn(4, 3, 7, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(5))]
+    plan = topk_mask(0.5)(score_l1(model))
+    solved = reconstruct(batches, "bias")(plan)
+    assert set(solved.values) == {"2.bias"}
+    assert _error(apply_patterns(solved), model, batches) <= _error(apply_patterns(plan), model, batches) + 1e-12
