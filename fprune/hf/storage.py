@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from fprune.errors import CheckpointError, InvalidTypeError
+from fprune.errors import CheckpointError
 from fprune.hf._extra import check_model, require
 from fprune.hf.checkpoint import Checkpoint, read_checkpoint
 
