@@ -52,9 +52,9 @@ import torch
 from torch import Tensor, nn
 from torch.fx import GraphModule, Node
 
-from fprune.analysis import DEFAULT_OPTIONS, Analysis, ChannelGroup, Options, analyze
+from fprune.analysis import DEFAULT_OPTIONS, Analysis, Options, analyze
 from fprune.errors import FpruneWarning, InvalidArgumentError, InvalidTypeError
-from fprune.plan import Scored, _refuse_unknown, _untile
+from fprune.plan import GroupRead, Scored, _refuse_unknown, _untile, group_reads
 
 __all__ = ["ActivationScorer", "score_activation", "score_wanda", "score_flap"]
 
@@ -111,13 +111,14 @@ class ActivationScorer:
         modules = dict(analysis.graph.named_modules())
         groups = [g for g in analysis.groups if g.prunable(self.options)]
         skipped = [f"{g.name!r} ({g.why_not(self.options)})" for g in analysis.groups if not g.prunable(self.options)]
-        readers = {g.name: _readers(analysis, g, modules) for g in groups}
-        consumers = sorted({name for names in readers.values() for name, *_ in names})
-        stats = self._record(analysis, consumers, modules)
+        readers = {g.name: [r for r in group_reads(analysis, g) if r.module in modules and _measurable(modules[r.module])]
+                   for g in groups}
+        consumers = sorted({r.module for reads in readers.values() for r in reads})
+        stats = record_inputs(analysis, consumers, self.batches, repr(self), progress=self.progress)
         scores: dict[str, Tensor] = {}
         for group in groups:
-            parts = [self._channel_scores(modules[name], stats[name], cols, size, stages)
-                     for name, cols, size, stages in readers[group.name] if stats[name].count]
+            parts = [self._channel_scores(modules[r.module], stats[r.module], r)
+                     for r in readers[group.name] if stats[r.module].count]
             if not parts:
                 skipped.append(f"{group.name!r} (no Linear or Conv reads these channels, so {self!r} has no input "
                                "to measure)")
@@ -132,15 +133,10 @@ class ActivationScorer:
 
     # ----------------------------------------------------------------------------------
 
-    def _record(self, analysis: Analysis, consumers: list[str], modules: Mapping[str, nn.Module]) -> dict[str, _Stats]:
-        return record_inputs(analysis, consumers, self.batches, repr(self), progress=self.progress)
-
-    def _channel_scores(self, module: nn.Module, stats: _Stats, cols: tuple[int, int, int], size: int,
-                        stages: tuple[tuple[int, int], ...]) -> Tensor:
+    def _channel_scores(self, module: nn.Module, stats: _Stats, read: GroupRead) -> Tensor:
         assert stats.total is not None and stats.total_abs is not None and stats.total_sq is not None
-        offset, width, factor = cols
         n = max(stats.count, 1)
-        sl = slice(offset, offset + width)
+        sl = slice(read.offset, read.offset + read.width)
         if self.kind == "activation":
             per_col = stats.total_abs[sl] / n if self.statistic == "mean_abs" else stats.total_sq[sl].sqrt()
         else:
@@ -154,8 +150,8 @@ class ActivationScorer:
                 mean = stats.total[sl] / n
                 variance = (stats.total_sq[sl] / n - mean * mean).clamp_min(0.0)
                 per_col = variance * (weight * weight).sum(1)
-        rows = per_col.reshape(size, factor)
-        return _untile(rows, stages).sum(1)
+        rows = per_col.reshape(read.channels, read.factor)
+        return _untile(rows, read.stages).sum(1)
 
 
 def _check(batches: object, progress: object, factory: str) -> None:
@@ -346,25 +342,6 @@ def _measurable(module: nn.Module) -> bool:
     if isinstance(module, nn.Linear):
         return True
     return isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and module.groups == 1
-
-
-def _readers(analysis: Analysis, group: ChannelGroup,
-             modules: Mapping[str, nn.Module]) -> list[tuple[str, tuple[int, int, int], int, tuple[tuple[int, int], ...]]]:
-    """(consumer, (first column, columns, columns per channel), channels, head tilings) per read of `group`."""
-    index = analysis.by_producer[group.name]
-    out = []
-    for name in group.members:
-        role, module = analysis.roles.get(name), modules.get(name)
-        if role is None or role.in_layout is None or module is None or not _measurable(module):
-            continue
-        offset, factor = 0, role.in_layout.factor or 1
-        for seg in role.in_layout.segs:
-            width = seg.size * factor
-            if analysis.space_group[seg.space] == index:
-                stages = analysis.space_stages[seg.space] if analysis.space_stages else ()
-                out.append((name, (offset, width, factor), seg.size, stages))
-            offset += width
-    return out
 
 
 class _Recorder:

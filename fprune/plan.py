@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
@@ -412,21 +412,41 @@ def _producer_scores(scorer: Scorer, name: str, module: Any, stages: tuple[tuple
 
 def _norm_scores(scorer: Scorer, analysis: Analysis, group: ChannelGroup, modules: Mapping[str, nn.Module]) -> list[Scores]:
     parts = []
+    for read in group_reads(analysis, group):
+        weight = getattr(modules[read.module], "weight", None)
+        if analysis.roles[read.module].out_space is not None or weight is None:
+            continue
+        rows = weight.detach()[read.offset:read.offset + read.width].reshape(read.channels, -1)
+        parts.append(score_tensor(scorer, _untile(rows, read.stages), name=f"{read.module}.weight"))
+    return parts
+
+
+@dataclass(frozen=True)
+class GroupRead:
+    """One place a module reads a group's channels: a run of its input columns."""
+
+    module: str  # the reading module's fqn
+    offset: int  # its first input column holding the group's channels
+    width: int  # the columns: ``channels * factor``
+    channels: int  # the group's channels in this run
+    factor: int  # columns per channel (a flatten after the producer)
+    stages: tuple[tuple[int, int], ...]  # head tilings of the space (see ``_untile``)
+
+
+def group_reads(analysis: Analysis, group: ChannelGroup) -> Iterator[GroupRead]:
+    """Every run of input columns through which a member of `group` reads its channels."""
     index = analysis.by_producer[group.name]
     for name in group.members:
-        role, module = analysis.roles[name], modules[name]
-        weight = getattr(module, "weight", None)
-        if role.out_space is not None or role.in_layout is None or weight is None:
+        role = analysis.roles.get(name)
+        if role is None or role.in_layout is None:
             continue
         offset, factor = 0, role.in_layout.factor or 1
         for seg in role.in_layout.segs:
             width = seg.size * factor
             if analysis.space_group[seg.space] == index:
-                rows = weight.detach()[offset:offset + width].reshape(seg.size, -1)
                 stages = analysis.space_stages[seg.space] if analysis.space_stages else ()
-                parts.append(score_tensor(scorer, _untile(rows, stages), name=f"{name}.weight"))
+                yield GroupRead(name, offset, width, seg.size, factor, stages)
             offset += width
-    return parts
 
 
 @register_stage("plan_from_scored")

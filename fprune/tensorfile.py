@@ -34,7 +34,7 @@ from torch import Tensor
 
 from fprune.errors import CheckpointError, InvalidArgumentError
 
-__all__ = ["TensorEntry", "read_header", "read_tensor", "load_tensors", "save_tensors", "DTYPES", "raw_bytes", "memory_of"]
+__all__ = ["TensorEntry", "read_header", "read_tensor", "load_tensors", "save_tensors", "DTYPES", "CODES", "layout", "raw_bytes", "memory_of"]
 
 # safetensors dtype code -> torch dtype (and its bytes per element)
 DTYPES: Mapping[str, torch.dtype] = MappingProxyType({
@@ -43,7 +43,7 @@ DTYPES: Mapping[str, torch.dtype] = MappingProxyType({
     "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
     "U64": torch.uint64, "U32": torch.uint32, "U16": torch.uint16,
 })
-_CODES = {dtype: code for code, dtype in DTYPES.items()}
+CODES: Mapping[torch.dtype, str] = MappingProxyType({dtype: code for code, dtype in DTYPES.items()})
 _MAX_HEADER = 100_000_000  # the format's own bound on the header's length
 
 
@@ -131,6 +131,29 @@ def load_tensors(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         return {name: read_tensor(f, entry) for name, entry in entries.items()}
 
 
+def layout(specs: Mapping[str, tuple[str, tuple[int, ...]]],
+           metadata: Mapping[str, str] | None = None) -> tuple[bytes, dict[str, int]]:
+    """The start of a safetensors file for tensors given as name -> (dtype code, shape), in order.
+
+    Returns the bytes to write first (length and padded JSON header) and each tensor's offset from
+    the start of the file; the file then holds ``len(head) + sum of the tensors' bytes``.
+    """
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    offset = 0
+    starts: dict[str, int] = {}
+    for name, (code, shape) in specs.items():
+        n = math.prod(shape) * torch.empty(0, dtype=DTYPES[code]).element_size()
+        header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + n]}
+        starts[name] = offset
+        offset += n
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the format pads the header to a multiple of 8 bytes
+    head = struct.pack("<Q", len(text)) + text
+    return head, {name: len(head) + start for name, start in starts.items()}
+
+
 def save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, Tensor],
                  metadata: Mapping[str, str] | None = None) -> None:
     """Writes `tensors` as one safetensors file (written beside `path`, then renamed onto it).
@@ -139,30 +162,22 @@ def save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, Tensor],
         CheckpointError: a value is not a tensor, or has a dtype the format lacks.
     """
     path = Path(path)
-    header: dict[str, object] = {}
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     blobs: list[bytes] = []
-    offset = 0
     for name in sorted(tensors):
         t = tensors[name]
-        if not isinstance(t, Tensor) or t.dtype not in _CODES:
+        if not isinstance(t, Tensor) or t.dtype not in CODES:
             raise CheckpointError(f"cannot write {name!r} ({type(t).__name__}, {getattr(t, 'dtype', None)}) in a "
-                                  f"safetensors file; dtypes: {', '.join(str(d) for d in _CODES)}")
-        flat = t.detach().to("cpu").reshape(-1).clone()  # its own storage, exactly its bytes
+                                  f"safetensors file; dtypes: {', '.join(str(d) for d in CODES)}")
+        flat = t.detach().to("cpu").reshape(-1).contiguous()
         if sys.byteorder != "little" and flat.element_size() > 1:  # pragma: no cover - big-endian hosts
             flat = flat.view(torch.uint8).reshape(-1, flat.element_size()).flip(1).reshape(-1).clone()
-        raw = raw_bytes(flat)
-        header[name] = {"dtype": _CODES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)  # the format pads the header to a multiple of 8 bytes
+        blobs.append(raw_bytes(flat))
+    head, _ = layout({name: (CODES[tensors[name].dtype], tuple(tensors[name].shape)) for name in sorted(tensors)},
+                     metadata)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with tmp.open("wb") as f:
-            f.write(struct.pack("<Q", len(text)))
-            f.write(text)
+            f.write(head)
             for raw in blobs:
                 f.write(raw)
         tmp.replace(path)

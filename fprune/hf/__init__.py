@@ -43,7 +43,7 @@ from fprune.errors import FpruneWarning, InvalidArgumentError, InvalidTypeError,
 from fprune.frontends import export
 from fprune.hf._extra import check_model as _check_model
 from fprune.hf.families import FAMILIES, Family
-from fprune.hf.storage import load, save, set_parameter
+from fprune.hf.storage import load, save, set_parameter, tied_names
 from fprune.masks import _prune_lowest, global_topk_mask, topk_mask
 from fprune.plan import Plan, Scored, plan_from_scored
 
@@ -528,10 +528,7 @@ def _rebuild(model: nn.Module, config: Any, small: ExportedProgram, *, reshape: 
     used = {spec.target for spec in small.graph_signature.input_specs if spec.target and spec.arg.name in read}
     state = {k: v for k, v in small.state_dict.items() if k in used}
     # a tied tensor has one name in the program: its other names (the embedding's) take the same value
-    names: dict[int, list[str]] = {}
-    for name, t in model.state_dict(keep_vars=True).items():
-        names.setdefault(id(t), []).append(name)
-    for aliases in names.values():
+    for aliases in tied_names(model):
         known = next((n for n in aliases if n in state), None)
         for n in aliases:
             if known is not None and n not in state:

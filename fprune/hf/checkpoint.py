@@ -54,6 +54,21 @@ class Checkpoint:
         """Bytes of all the shards on disk."""
         return sum((self.root / s).stat().st_size for s in self.shards)
 
+    def model_class(self, fallback: Any = None) -> Any:
+        """The transformers class ``config.architectures`` names (`fallback` where it names none).
+
+        Raises:
+            CheckpointError: no class is named (or transformers has none of that name) and no fallback.
+        """
+        import transformers
+
+        names = self.config.get("architectures") or []
+        cls = getattr(transformers, names[0], None) if names and isinstance(names[0], str) else None
+        if cls is None and fallback is None:
+            raise CheckpointError(f"{self.root}/config.json names no transformers class in 'architectures' "
+                                  f"({names!r}); load it with that class's from_pretrained")
+        return cls if cls is not None else fallback
+
     def other_files(self) -> tuple[str, ...]:
         """The folder's files that are neither weights nor config (tokenizer, chat template, ...)."""
         skip = {"config.json", "generation_config.json", INDEX, *self.shards}

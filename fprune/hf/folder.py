@@ -10,13 +10,14 @@ asked for, the scorer and the widths before and after.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType, SimpleNamespace
@@ -26,10 +27,10 @@ from torch import nn
 
 from fprune.errors import CheckpointError, FpruneWarning, InvalidArgumentError
 from fprune.hf._extra import require
-from fprune.hf.checkpoint import read_checkpoint
+from fprune.hf.checkpoint import Checkpoint, read_checkpoint
 from fprune.types import Scorer
 
-__all__ = ["FolderReport", "prune_folder", "check_apart", "SCORERS", "RECORD"]
+__all__ = ["FolderReport", "prune_folder", "check_apart", "staged", "SCORERS", "RECORD"]
 
 RECORD = "fprune.json"
 
@@ -145,7 +146,7 @@ def prune_folder(
         ckpt = read_checkpoint(src)
         hf.family(SimpleNamespace(model_type=ckpt.config.get("model_type")))
         bar.step("load")
-        model = _load(src, ckpt.config)
+        model = _load(src, ckpt)
         fam = hf.family(model)
         fields = [f for f in (fam.hidden, fam.heads, fam.kv_heads, fam.mlp) if f and hasattr(model.config, f)]
         before = {f: _width(model.config, f) for f in fields}
@@ -162,10 +163,11 @@ def prune_folder(
         notes = tuple(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, FpruneWarning)))
         bar.step("save")
         after = {f: _width(small.config, f) for f in fields}
-        _write(small, ckpt, dst, overwrite, {
-            "fprune": _version(), "source": str(src), "widths": stage.__dict__, "scorer": scorer, "approximate": approximate,
-            **({"seed": seed} if scorer == "random" else {}), "before": before, "after": after,
-            "notes": list(notes)})
+        record = {"fprune": _version(), "source": str(src), "widths": stage.__dict__, "scorer": scorer,
+                  "approximate": approximate, **({"seed": seed} if scorer == "random" else {}),
+                  "before": before, "after": after, "notes": list(notes)}
+        with staged(ckpt, dst, overwrite, record) as tmp:
+            small.save_pretrained(tmp)  # type: ignore[operator]
         bar.done()
     finally:
         bar.close()
@@ -219,13 +221,10 @@ def check_apart(src: Path, dst: Path) -> None:
                                    "folder outside it")
 
 
-def _load(src: Path, config: Mapping[str, Any]) -> nn.Module:
+def _load(src: Path, ckpt: Checkpoint) -> nn.Module:
     import transformers
 
-    names = config.get("architectures") or []
-    cls = getattr(transformers, names[0], None) if names and isinstance(names[0], str) else None
-    if cls is None:
-        cls = transformers.AutoModel
+    cls = ckpt.model_class(fallback=transformers.AutoModel)
     try:
         model = cls.from_pretrained(src, dtype="auto")
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -235,16 +234,23 @@ def _load(src: Path, config: Mapping[str, Any]) -> nn.Module:
     return model.eval()
 
 
-def _write(small: nn.Module, ckpt: Any, dst: Path, overwrite: bool, record: Mapping[str, Any]) -> None:
+@contextlib.contextmanager
+def staged(ckpt: Checkpoint, dst: Path, overwrite: bool, record: Mapping[str, Any]) -> Iterator[Path]:
+    """A temporary folder beside `dst` to write the model into; renamed onto `dst` once the block ends.
+
+    After the block the source's other files and ``fprune.json`` (`record`) are added and the
+    folder is read back; an existing `dst` is replaced only then.  On any failure the temporary
+    folder is removed and `dst` is left as it was.
+    """
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.parent / f".{dst.name}.fprune-{os.getpid()}"
     old = dst.parent / f".{dst.name}.fprune-old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        small.save_pretrained(tmp)  # type: ignore[operator]
+        yield tmp  # not created yet: the block's writer (save_pretrained) makes it
         for name in ckpt.other_files():
             shutil.copy2(ckpt.root / name, tmp / name)
-        (tmp / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (tmp / RECORD).write_text(json.dumps(dict(record), indent=2, sort_keys=True) + "\n", encoding="utf-8")
         read_checkpoint(tmp)  # what was written reads back
         if dst.exists() and overwrite:
             dst.rename(old)

@@ -22,7 +22,7 @@ from fprune.errors import CheckpointError
 from fprune.hf._extra import check_model, require
 from fprune.hf.checkpoint import Checkpoint, read_checkpoint
 
-__all__ = ["save", "load", "set_parameter", "LAYERS_FIELD"]
+__all__ = ["save", "load", "set_parameter", "tied_names", "LAYERS_FIELD"]
 
 LAYERS_FIELD = "fprune_layer_widths"
 
@@ -67,11 +67,7 @@ def load(directory: str | os.PathLike[str], *, dtype: Any = "auto", **kwargs: An
     require()
     import transformers
 
-    names = ckpt.config.get("architectures") or []
-    cls = getattr(transformers, names[0], None) if names and isinstance(names[0], str) else None
-    if cls is None:
-        raise CheckpointError(f"{directory}/config.json names no transformers class in 'architectures' "
-                              f"({names!r}); load it with that class's from_pretrained")
+    cls = ckpt.model_class()
     if not ckpt.config.get(LAYERS_FIELD):
         return cls.from_pretrained(directory, dtype=dtype, **kwargs)  # type: ignore[no-any-return]
     kwargs = {**kwargs, "ignore_mismatched_sizes": True, "output_loading_info": True}
@@ -95,6 +91,14 @@ def _fill_mismatched(model: nn.Module, ckpt: Checkpoint, names: set[str]) -> Non
     wrong = [n for n, p in model.named_parameters() if n in ckpt.tensors and tuple(p.shape) != ckpt.tensors[n].shape]
     if wrong:
         raise CheckpointError(f"{ckpt.root}: after loading, {wrong[:3]} still differ from the saved shapes")
+
+
+def tied_names(model: nn.Module) -> list[list[str]]:
+    """The names of each tensor of `model`'s state, several for a tied one (``lm_head`` and the embedding)."""
+    names: dict[int, list[str]] = {}
+    for name, t in model.state_dict(keep_vars=True).items():
+        names.setdefault(id(t), []).append(name)
+    return list(names.values())
 
 
 def set_parameter(model: nn.Module, name: str, value: nn.Parameter) -> None:

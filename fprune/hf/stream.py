@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import shutil
-import struct
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -34,14 +34,12 @@ from fprune.analysis.resolve import applied_masks, module_tensors
 from fprune.errors import CheckpointError, FpruneWarning, InvalidArgumentError
 from fprune.hf._extra import require
 from fprune.hf.checkpoint import INDEX, Checkpoint, read_checkpoint
-from fprune.hf.folder import RECORD, SCORERS, FolderReport, _Bar, _width, check_apart
+from fprune.hf.folder import SCORERS, FolderReport, _Bar, _version, _width, check_apart, staged
+from fprune.hf.storage import tied_names
 from fprune.plan import score_analysis
-from fprune.tensorfile import DTYPES, memory_of, read_tensor
+from fprune.tensorfile import CODES, DTYPES, layout, memory_of, read_tensor
 
 __all__ = ["prune_checkpoint"]
-
-_CODES = {dtype: code for code, dtype in DTYPES.items()}
-
 
 def prune_checkpoint(
     source: str | os.PathLike[str],
@@ -121,38 +119,22 @@ def prune_checkpoint(
     fields = [f for f in (fam.hidden, fam.heads, fam.kv_heads, fam.mlp) if f and hasattr(model.config, f)]
     before = {f: _width(model.config, f) for f in fields}
     after = {f: _width(config, f) for f in fields}
-    tmp = dst.parent / f".{dst.name}.fprune-{os.getpid()}"
-    old = dst.parent / f".{dst.name}.fprune-old-{os.getpid()}"
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(tmp, ignore_errors=True)
+    record = {"fprune": _version(), "source": str(src), "widths": stage.__dict__, "scorer": scorer, "streamed": True,
+              **({"seed": seed} if scorer == "random" else {}), "before": before, "after": after, "notes": list(notes)}
     try:
         bar.step("write")
-        tmp.mkdir()
-        config.save_pretrained(tmp)  # type: ignore[union-attr, operator]
-        for name in ckpt.other_files() + (("generation_config.json",) if (src / "generation_config.json").exists()
-                                          else ()):
-            shutil.copy2(src / name, tmp / name)
-        _write_shards(tmp, ckpt, shapes, analysis, masks, lazy, reader, max_shard_size)
-        (tmp / RECORD).write_text(json.dumps({
-            "fprune": _version(), "source": str(src), "widths": stage.__dict__, "scorer": scorer, "streamed": True,
-            **({"seed": seed} if scorer == "random" else {}), "before": before, "after": after,
-            "notes": list(notes)}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        read_checkpoint(tmp)
-        if dst.exists() and overwrite:
-            dst.rename(old)
-        tmp.rename(dst)
+        with staged(ckpt, dst, overwrite, record) as tmp:
+            tmp.mkdir()
+            config.save_pretrained(tmp)  # type: ignore[union-attr, operator]
+            if (src / "generation_config.json").exists():
+                shutil.copy2(src / "generation_config.json", tmp / "generation_config.json")
+            _write_shards(tmp, shapes, analysis, masks, lazy, reader, max_shard_size)
         bar.done()
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not dst.exists():
-            old.rename(dst)
-        raise
     finally:
         reader.close()
         bar.close()
-    shutil.rmtree(old, ignore_errors=True)
-    params_before = sum(_numel(e.shape) for e in ckpt.tensors.values())
-    params_after = sum(_numel(s) for s, _ in shapes.values())
+    params_before = sum(math.prod(e.shape) for e in ckpt.tensors.values())
+    params_after = sum(math.prod(s) for s, _ in shapes.values())
     return FolderReport(source=src, out=dst, widths_before=MappingProxyType(before),
                         widths_after=MappingProxyType(after), layers=int(getattr(config, "num_hidden_layers", 0) or 0),
                         params_before=params_before, params_after=params_after, bytes_before=ckpt.nbytes,
@@ -165,10 +147,7 @@ def prune_checkpoint(
 def _meta_model(src: Path, ckpt: Checkpoint) -> nn.Module:
     import transformers
 
-    names = ckpt.config.get("architectures") or []
-    cls = getattr(transformers, names[0], None) if names and isinstance(names[0], str) else None
-    if cls is None:
-        raise CheckpointError(f"{src}/config.json names no transformers class in 'architectures' ({names!r})")
+    cls = ckpt.model_class()
     config = transformers.AutoConfig.from_pretrained(src)
     with torch.device("meta"):
         model = cls(config)
@@ -182,10 +161,7 @@ class _Reader:
         self.ckpt = ckpt
         self.files: dict[str, BinaryIO] = {}
         self.alias: dict[str, str] = {}
-        names: dict[int, list[str]] = {}
-        for name, t in model.state_dict(keep_vars=True).items():
-            names.setdefault(id(t), []).append(name)
-        for group in names.values():
+        for group in tied_names(model):
             saved = next((n for n in group if n in ckpt.tensors), None)
             for n in group:
                 if saved is not None:
@@ -256,77 +232,53 @@ def _shapes(ckpt: Checkpoint, params: Mapping[str, list[dict[str, Any]]],
     return out
 
 
-def _write_shards(root: Path, ckpt: Checkpoint, shapes: Mapping[str, tuple[tuple[int, ...], str]],
-                  analysis: Analysis, masks: Mapping[int, Tensor], lazy: _Modules, reader: _Reader,
-                  max_shard_size: int) -> None:
+def _write_shards(root: Path, shapes: Mapping[str, tuple[tuple[int, ...], str]], analysis: Analysis,
+                  masks: Mapping[int, Tensor], lazy: _Modules, reader: _Reader, max_shard_size: int) -> None:
     """Lays the output tensors out in shards, writes the headers, then each tensor once at its offset."""
-    itemsize = {code: torch.empty(0, dtype=dtype).element_size() for code, dtype in DTYPES.items()}
+    nbytes = {key: math.prod(shape) * torch.empty(0, dtype=DTYPES[code]).element_size()
+              for key, (shape, code) in shapes.items()}
     shards: list[list[str]] = [[]]
     size = 0
-    for key, (shape, code) in shapes.items():
-        n = _numel(shape) * itemsize[code]
-        if shards[-1] and size + n > max_shard_size:
+    for key in shapes:
+        if shards[-1] and size + nbytes[key] > max_shard_size:
             shards.append([])
             size = 0
         shards[-1].append(key)
-        size += n
+        size += nbytes[key]
     names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))] \
         if len(shards) > 1 else ["model.safetensors"]
-    where: dict[str, tuple[Any, int, str]] = {}  # key -> (file, absolute offset, dtype code)
-    files = []
+    where: dict[str, tuple[BinaryIO, int]] = {}  # key -> (its shard, absolute offset)
+    files: list[BinaryIO] = []
     try:
         for fname, keys in zip(names, shards):
-            header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
-            offset = 0
-            for key in keys:
-                shape, code = shapes[key]
-                n = _numel(shape) * itemsize[code]
-                header[key] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + n]}
-                offset += n
-            text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-            text += b" " * (-len(text) % 8)
-            f = (root / fname).open("wb")
-            files.append(f)
-            f.write(struct.pack("<Q", len(text)) + text)
-            f.truncate(8 + len(text) + offset)
-            for key in keys:
-                where[key] = (f, 8 + len(text) + header[key]["data_offsets"][0], shapes[key][1])
+            head, starts = layout({key: (shapes[key][1], shapes[key][0]) for key in keys}, {"format": "pt"})
+            shard: BinaryIO = (root / fname).open("wb")
+            files.append(shard)
+            shard.write(head)
+            shard.truncate(len(head) + sum(nbytes[key] for key in keys))
+            where |= {key: (shard, starts[key]) for key in keys}
         written: set[str] = set()
         for module, tensors in module_tensors(analysis, masks, lazy):
             for tname, value in tensors.items():
                 found = reader.key(analysis.public_name(f"{module}.{tname}" if module else tname))
                 if found is not None and found not in written:
-                    _put(where[found], found, value, shapes[found][0])
+                    _put(where[found], found, value, shapes[found])
                     written.add(found)
         for key in shapes:
             if key not in written:
-                _put(where[key], key, reader(key), shapes[key][0])
+                _put(where[key], key, reader(key), shapes[key])
     finally:
-        for f in files:
-            f.close()
+        for shard in files:
+            shard.close()
     if len(shards) > 1:
-        index = {"metadata": {"total_size": sum(_numel(s) * itemsize[c] for s, c in shapes.values())},
+        index = {"metadata": {"total_size": sum(nbytes.values())},
                  "weight_map": {key: fname for fname, keys in zip(names, shards) for key in keys}}
         (root / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _put(place: tuple[Any, int, str], key: str, value: Tensor, shape: tuple[int, ...]) -> None:
-    f, offset, code = place
-    if tuple(value.shape) != shape or _CODES.get(value.dtype) != code:
-        raise CheckpointError(f"internal: {key!r} came out {tuple(value.shape)} {value.dtype}, expected {shape} {code}")
-    flat = value.detach().to("cpu").contiguous()
+def _put(place: tuple[BinaryIO, int], key: str, value: Tensor, expected: tuple[tuple[int, ...], str]) -> None:
+    f, offset = place
+    if (tuple(value.shape), CODES.get(value.dtype)) != expected:
+        raise CheckpointError(f"internal: {key!r} came out {tuple(value.shape)} {value.dtype}, expected {expected}")
     f.seek(offset)
-    f.write(memory_of(flat))
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
-def _version() -> str:
-    from fprune import __version__
-
-    return __version__
+    f.write(memory_of(value.detach().to("cpu").contiguous()))
