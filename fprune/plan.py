@@ -88,6 +88,9 @@ class Plan:
     # new values of tensors of the pruned model (public name -> tensor of the pruned shape), set by
     # fprune.reconstruct: the pruned model is then no longer the zeroed original
     values: Mapping[str, Tensor] = field(default_factory=lambda: MappingProxyType({}))
+    # layer -> (relative output error on the calibration batches before, after re-solving it), set
+    # by fprune.reconstruct and shown by fprune.summary
+    reconstruction: Mapping[str, tuple[float, float]] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def model(self) -> GraphModule:
@@ -169,7 +172,8 @@ class Plan:
         root = Path(directory)
         root.mkdir(parents=True, exist_ok=True)
         text = json.dumps({"format": FORMAT, "params": self.params(),
-                           **({"values": VALUES} if self.values else {})})
+                           **({"values": VALUES} if self.values else {}),
+                           **({"reconstruction": dict(self.reconstruction)} if self.reconstruction else {})})
         tmp = root / f".plan.json.tmp-{os.getpid()}"
         tmp.write_text(text + "\n", encoding="utf-8")
         tmp.replace(root / "plan.json")
@@ -567,8 +571,18 @@ def load_plan(text: str | os.PathLike[str], model: nn.Module, options: Options =
         )
     if values:
         _check_values(plan, values, state)
-        plan = Plan(plan.analysis, plan.masks, plan.options, MappingProxyType(values))
+        plan = Plan(plan.analysis, plan.masks, plan.options, MappingProxyType(values),
+                    MappingProxyType(_reconstruction(text)))
     return plan
+
+
+def _reconstruction(text: str) -> dict[str, tuple[float, float]]:
+    """The per-layer errors a saved plan records (informative: malformed entries are dropped)."""
+    found = json.loads(text).get("reconstruction")
+    if not isinstance(found, dict):
+        return {}
+    return {str(k): (float(v[0]), float(v[1])) for k, v in found.items()
+            if isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v)}
 
 
 def _read_saved(root: Path) -> tuple[str, dict[str, Tensor]]:

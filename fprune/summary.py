@@ -297,6 +297,9 @@ class Summary:
     macs_after: int | None  # the same for the pruned model
     output_error: float | None = None  # ||pruned(x) - zeroed(x)|| / ||zeroed(x)|| (with a plan; see summary)
     approximate: bool = False  # the plan was made with approximate=True
+    # layer -> relative output error on the calibration batches before and after fprune.reconstruct
+    # re-solved it (from the plan; empty without one)
+    reconstruction: tuple[tuple[str, float, float], ...] = ()
 
     @property
     def params_ratio(self) -> float:
@@ -339,11 +342,17 @@ class Summary:
         return "\n".join([*(line(r) for r in [*head, rule, *body, rule, *foot]), *self._error_line()])
 
     def _error_line(self) -> list[str]:
-        if self.output_error is None:
-            return []
-        kind = "approximate=True" if self.approximate else "exact up to rounding"
-        return [f"output vs the original with the removed channels zero: relative error "
-                f"{self.output_error:.2e} ({kind})"]
+        lines = []
+        if self.output_error is not None:
+            kind = ("re-solved by reconstruct: not the zeroed original" if self.reconstruction else
+                    "approximate=True" if self.approximate else "exact up to rounding")
+            lines.append(f"output vs the original with the removed channels zero: relative error "
+                         f"{self.output_error:.2e} ({kind})")
+        if self.reconstruction:
+            lines.append("reconstruct, relative error of each re-solved layer's output on the calibration batches "
+                         "(pruned -> re-solved):")
+            lines.extend(f"  {name}: {before:.2e} -> {after:.2e}" for name, before, after in self.reconstruction)
+        return lines
 
     def __repr__(self) -> str:
         return str(self)
@@ -370,7 +379,8 @@ class Summary:
         params_after = f"**{total[5]}**" + (f" ({ratio[5]})" if ratio[5] else "")
         macs_after = f"**{total[7]}**" + (f" ({ratio[7]})" if ratio[7] else "")
         lines.append(f"| **total** | | | | **{total[4]}** | {params_after} | **{total[6]}** | {macs_after} |")
-        return "\n".join(lines + ["", *self._error_line()] if self.output_error is not None else lines)
+        extra = self._error_line()
+        return "\n".join(lines + ["", *extra] if extra else lines)
 
     def _repr_markdown_(self) -> str:
         return self.to_markdown()
@@ -399,6 +409,9 @@ def summary(original: nn.Module | ExportedProgram, pruned: nn.Module | ExportedP
     `example_input` (an ExportedProgram without one: its own example inputs, the
     tracing input): rounding only for an exact plan, the price of
     ``approximate=True`` otherwise (a LayerNorm over the kept channels only).
+    A plan that went through :func:`fprune.reconstruct` is no longer the zeroed
+    original, by design: ``reconstruction`` then lists each re-solved layer's
+    relative output error on the calibration batches, before and after.
     Does not modify either model.
 
     Args:
@@ -469,6 +482,7 @@ def summary(original: nn.Module | ExportedProgram, pruned: nn.Module | ExportedP
         macs_after=None if macs_b is None else sum(macs_b.values()),
         output_error=error,
         approximate=plan is not None and plan.options.approximate,
+        reconstruction=() if plan is None else tuple((k, a, b) for k, (a, b) in plan.reconstruction.items()),
     )
 
 
