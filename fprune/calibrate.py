@@ -70,14 +70,9 @@ class _Stats:
     total: Tensor | None = None
     total_abs: Tensor | None = None
     total_sq: Tensor | None = None
-    outer: Tensor | None = None  # sum of x x[:, columns]^T over the rows, where asked for (reconstruction)
-    columns: Tensor | None = None  # the columns of `outer` (None: no second moment)
 
     def add(self, x: Tensor, dim: int) -> None:
         x = x.detach().to(torch.float64).movedim(dim, -1).reshape(-1, x.shape[dim])
-        if self.columns is not None:
-            part = x.T @ x[:, self.columns]
-            self.outer = part if self.outer is None else self.outer + part
         parts = (x.sum(0), x.abs().sum(0), (x * x).sum(0))
         if self.total is None:
             self.total, self.total_abs, self.total_sq = parts
@@ -258,16 +253,14 @@ def score_flap(batches: Iterable[Any], *, options: Options = DEFAULT_OPTIONS,
 
 
 def record_inputs(analysis: Analysis, consumers: list[str], batches: Iterable[Any], where: str, *,
-                  outer: Mapping[str, Tensor | None] | None = None, progress: bool = False) -> dict[str, _Stats]:
+                  progress: bool = False) -> dict[str, _Stats]:
     """Runs the analysed model over `batches` once, summing each consumer's input per channel.
 
-    `outer` maps consumers to the columns ``K`` of their input whose second moments
-    ``sum x x[:, K]^T`` are kept too (None: sums only).  A ``Conv2d`` named in `outer` is measured
-    over its unfolded input patches (``in * kh * kw`` columns).  The model is not modified.  Raises InvalidArgumentError or InvalidTypeError naming the batch at fault.
+    The model is not modified.  Raises InvalidArgumentError or InvalidTypeError naming the batch
+    at fault.
     """
     modules = dict(analysis.graph.named_modules())
-    outer = outer or {}
-    stats = {name: _Stats(columns=outer.get(name)) for name in consumers}
+    stats = {name: _Stats() for name in consumers}
     runner = _instrumented(analysis, consumers)
     seen = 0
 
@@ -277,30 +270,18 @@ def record_inputs(analysis: Analysis, consumers: list[str], batches: Iterable[An
                 raise InvalidArgumentError(
                     f"{where}: the input of {name!r} holds NaN or inf on calibration batch {seen}: the "
                     "statistics would be meaningless. Fix: check the batches (and the model's dtype)")
-            module = modules[name]
-            if name in outer and isinstance(module, nn.Conv2d):  # second moments of its input patches
-                stats[name].add(torch.nn.functional.unfold(
-                    x, module.kernel_size, module.dilation, module.padding, module.stride), 1)  # type: ignore[arg-type]
-            else:
-                stats[name].add(x, _channel_dim(module))
+            stats[name].add(x, _channel_dim(modules[name]))
         return x
 
+    constants = traced_constants(analysis)
     bar = _progress(progress, where, len(batches) if isinstance(batches, Sized) else None)
     # an ExportedProgram's module has its mode baked into its graph (and refuses .eval())
     mode = _evaluating(runner) if analysis.source is None else contextlib.nullcontext()
     with torch.no_grad(), _Recorder.installed(record), bar, mode:
         for batch in batches:
             try:
-                if isinstance(batch, Tensor):
-                    runner(batch)
-                elif isinstance(batch, (tuple, list)):
-                    runner(*batch)
-                elif isinstance(batch, Mapping):
-                    runner(**batch)
-                else:
-                    raise InvalidTypeError(
-                        f"{where}: calibration batch {seen} is a {type(batch).__name__}; expected a tensor "
-                        "(model(x)), a tuple or list (model(*batch)) or a dict (model(**batch))")
+                args, kwargs = call_args(batch, constants, where, seen)
+                runner(*args, **kwargs)
             except (RuntimeError, TypeError, ValueError, IndexError, AssertionError) as exc:
                 if isinstance(exc, (InvalidArgumentError, InvalidTypeError)):
                     raise
@@ -319,6 +300,30 @@ def record_inputs(analysis: Analysis, consumers: list[str], batches: Iterable[An
             f"{where}: the calibration batches yielded nothing (a generator serves one call; pass a list "
             "to use them again)")
     return stats
+
+
+def traced_constants(analysis: Analysis) -> dict[str, Any]:
+    """The non-tensor keyword inputs an ExportedProgram was traced with (e.g. ``use_cache=False``
+    from :func:`fprune.hf.trace`): constants of the program, which a batch may leave out."""
+    if analysis.source is None:
+        return {}
+    example = analysis.source.program.example_inputs
+    kwargs = example[1] if example is not None else {}
+    return {k: v for k, v in kwargs.items() if not isinstance(v, Tensor)}
+
+
+def call_args(batch: Any, constants: Mapping[str, Any], where: str, seen: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """How the model is called on one batch: a tensor ``model(x)``, a tuple or list ``model(*batch)``,
+    a dict ``model(**batch)`` (with the program's traced constants filled in where it leaves them out)."""
+    if isinstance(batch, Tensor):
+        return (batch,), {}
+    if isinstance(batch, (tuple, list)):
+        return tuple(batch), {}
+    if isinstance(batch, Mapping):
+        return (), {**constants, **batch}
+    raise InvalidTypeError(
+        f"{where}: calibration batch {seen} is a {type(batch).__name__}; expected a tensor "
+        "(model(x)), a tuple or list (model(*batch)) or a dict (model(**batch))")
 
 
 @contextlib.contextmanager
@@ -390,8 +395,8 @@ def _instrumented(analysis: Analysis, consumers: list[str]) -> Any:
 class _Counter:
     """Batches seen, on stderr, where tqdm is not installed."""
 
-    def __init__(self, what: str) -> None:
-        self.what, self.n = what, 0
+    def __init__(self, what: str, unit: str = "batch") -> None:
+        self.what, self.unit, self.n = what, unit, 0
 
     def __enter__(self) -> _Counter:
         return self
@@ -401,7 +406,8 @@ class _Counter:
 
     def update(self, k: int) -> None:
         self.n += k
-        print(f"\r{self.what}: {self.n} batches", end="", file=sys.stderr, flush=True)
+        plural = self.unit + ("es" if self.unit.endswith("ch") else "s")
+        print(f"\r{self.what}: {self.n} {plural}", end="", file=sys.stderr, flush=True)
 
 
 class _Silent:
@@ -415,11 +421,11 @@ class _Silent:
         return None
 
 
-def _progress(enabled: bool, what: str, total: int | None) -> Any:
+def _progress(enabled: bool, what: str, total: int | None, unit: str = "batch") -> Any:
     if not enabled:
         return _Silent()
     if importlib.util.find_spec("tqdm") is None:
-        return _Counter(what)
+        return _Counter(what, unit)
     from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
-    return tqdm(total=total, desc=what, unit="batch", file=sys.stderr)
+    return tqdm(total=total, desc=what, unit=unit, file=sys.stderr)

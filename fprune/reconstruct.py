@@ -5,24 +5,33 @@ for the tensors of the pruned model, which :func:`fprune.apply_patterns` writes 
 
     pipe(model, score_wanda(b), topk_mask(0.5), reconstruct(b), apply_patterns)
 
-For each ``Linear`` or ``Conv2d`` that loses input columns (a consumer of a pruned group), with
-``x`` its input on the original model over every token of the batches (for a convolution, every
-input patch, ``in * kh * kw`` columns, a removed channel removing its patch columns), ``K`` the columns kept and ``R`` those
-removed:
+It is **sequential**: the original model and the pruned one run side by side over all the batches,
+node by node, and each ``Linear`` or ``Conv2d`` that loses input columns (a consumer of a pruned
+group) is re-solved when both reach it, from the pruned model's own input ``x~`` (which already
+carries every earlier layer's pruning and re-solving) against the original's output ``y`` there
+(over every token of every batch; for a convolution over every input patch, ``in * kh * kw``
+columns).  With ``W_K``, ``b`` the consumer's pruned weight and bias:
 
-* ``method="lstsq"``: its kept weights are re-solved so that ``W' x_K`` best matches the original
-  ``W x`` in least squares: ``W' = W S[:, K] (S[K, K] + lambda I)^-1`` with ``S = E[x x^T]`` and
-  ``lambda = damp * mean(diag S[K, K])`` (ridge damping; ``damp=0`` uses the pseudo-inverse);
-* ``method="bias"`` (FLAP's compensation): the removed columns' mean contribution moves into the
-  bias, ``b' = b + W[:, R] E[x_R]``; a consumer without a bias is left as it is (its class has no
-  bias to hold it), with a warning.
+* ``method="lstsq"``: ``W' = E[(y - b) x~^T] (E[x~ x~^T] + lambda I)^-1``, least squares with ridge
+  damping ``lambda = damp * mean(diag E[x~ x~^T])`` (``damp=0`` uses the pseudo-inverse); the bias
+  is kept;
+* ``method="bias"`` (FLAP's compensation): ``b' = E[y] - W_K E[x~]``, so the output's mean over the
+  batches is the original's (for the first pruned layer this is ``b + W[:, R] E[x_R]``, the removed
+  columns' mean contribution); a consumer without a bias is left as it is (its class has no bias to
+  hold it), with a warning.
 
-The statistics are those of the **original** model's inputs, one pass over the batches for all
-consumers (not yet re-collected layer by layer on the pruned model).  The result is no longer the
-original with the removed slices zeroed: it is closer to the original's output on data like the
-batches.  Grouped convolutions, ``Conv1d``/``Conv3d`` and string padding are not re-solved yet (a
-warning names them), nor are BatchNorm statistics re-estimated.  Statistics accumulate in
-float64; ``lstsq`` keeps one ``in x kept`` matrix per consumer (``in * kh * kw`` rows for a convolution).
+Every BatchNorm (eval mode) whose input differs from the original's is re-estimated on the way:
+its running statistics are corrected so that, on the batches, each channel of its output has the
+original's mean and variance (``batchnorm=False`` leaves them).  This also carries the mean of what
+a bias-less convolution lost into the BatchNorm after it.  The relative error of each re-solved
+layer's output on the batches, before and after, is kept in ``plan.reconstruction`` (and shown by
+:func:`fprune.summary` with the plan).
+
+The result is no longer the original with the removed slices zeroed: it is closer to the
+original's output on data like the batches.  Grouped convolutions, ``Conv1d``/``Conv3d``, string
+padding and modules called more than once are not re-solved (a warning names them).  Statistics
+accumulate in float64; the side-by-side run holds, for every batch, the activations both models
+still need, and one ``kept x kept`` matrix for the layer being solved.
 
 Example:
     >>> import torch
@@ -36,6 +45,9 @@ Example:
     >>> plan = pipe(net, score_wanda(batches), topk_mask(0.5), reconstruct(batches))
     >>> plan
     Plan(pruned={'0': '6/12'}, values=1)
+    >>> before, after = plan.reconstruction["2"]  # relative output error on the batches
+    >>> after < before
+    True
     >>> x = torch.randn(256, 6)
     >>> plain = pipe(net, score_wanda(batches), topk_mask(0.5), apply_patterns)
     >>> err = lambda m: float((m(x) - net(x)).pow(2).mean())
@@ -45,16 +57,23 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import warnings
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
 import torch
+import torch.fx._pytree as fx_pytree
 from torch import Tensor, nn
+from torch.export import ExportedProgram
+from torch.fx import GraphModule, Interpreter, Node
+from torch.utils._pytree import tree_flatten
 
-from fprune.calibrate import _check, record_inputs
+from fprune.calibrate import _check, _evaluating, _progress, call_args, traced_constants
 from fprune.errors import FpruneWarning, InvalidArgumentError, InvalidTypeError, InvalidWeightError
 from fprune.plan import Plan
 
@@ -71,18 +90,22 @@ class Reconstruct:
     method: Method = "lstsq"
     damp: float = 0.01
     progress: bool = False
+    batchnorm: bool = True
 
     def __repr__(self) -> str:
-        return f"reconstruct(<batches>, method={self.method!r}, damp={self.damp!r})"
+        extra = "" if self.batchnorm else ", batchnorm=False"
+        return f"reconstruct(<batches>, method={self.method!r}, damp={self.damp!r}{extra})"
 
     def __call__(self, plan: Plan) -> Plan:
+        from fprune.rewrite import apply_patterns
+
         if not isinstance(plan, Plan):
             raise InvalidTypeError(f"{self!r} expects a Plan (e.g. topk_mask(0.5)(score_wanda(b)(model))), "
                                    f"got {type(plan).__name__}")
         analysis = plan.analysis
         modules = dict(analysis.graph.named_modules())
         params = plan.params()
-        targets: dict[str, tuple[list[int], list[int] | None]] = {}  # consumer -> kept columns, kept rows
+        targets: dict[str, _Target] = {}  # public weight name -> consumer to re-solve
         skipped: list[str] = []
         for name, module in modules.items():
             if name not in analysis.roles:
@@ -93,79 +116,251 @@ class Reconstruct:
             if not _solvable(module):
                 skipped.append(name)
                 continue
-            targets[name] = (entries[1], entries.get(0))
-        if skipped:
-            warnings.warn(f"{self!r} re-solves Linear and Conv2d (groups=1, zero padding) consumers only; left as "
-                          f"pruned: {', '.join(skipped)}", FpruneWarning, stacklevel=2)
-        if not targets:
-            return plan
-        # every target is measured per weight column (a convolution over its patches); lstsq also keeps
-        # the second moments of the kept columns
-        outer: dict[str, Tensor | None] = {
-            name: torch.tensor(_columns(modules[name], cols)) if self.method == "lstsq" else None
-            for name, (cols, _) in targets.items()}
-        stats = record_inputs(analysis, sorted(targets), self.batches, repr(self), outer=outer, progress=self.progress)
-        values = dict(plan.values)
-        no_bias: list[str] = []
-        for name, (cols, rows) in targets.items():
-            module = modules[name]
             assert isinstance(module, (nn.Linear, nn.Conv2d))
-            found = self._solve(name, module, stats[name], cols, rows)
-            if found is None:
-                no_bias.append(name)
-                continue
-            key, value = found
-            values[analysis.public_name(f"{name}.{key}")] = value
+            key = analysis.public_name(f"{name}.weight")
+            targets[key] = _Target(name, key, module, entries.get(0))
+        norms: dict[str, _Norm] = {}  # public running_mean name -> BatchNorm to correct
+        if self.batchnorm:
+            for name, module in modules.items():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
+                    key = analysis.public_name(f"{name}.running_mean")
+                    keep = {e["dim"]: e["keep"] for e in params.get(key, [])}.get(0)
+                    norms[key] = _Norm(name, key, analysis.public_name(f"{name}.running_var"), module, keep)
+        if not targets:
+            if skipped:
+                self._warn_skipped(skipped)
+            return plan
+        batches = _materialise(self.batches, repr(self), traced_constants(analysis))
+        if analysis.source is None:
+            dense_model: GraphModule = analysis.graph
+            small = apply_patterns(plan)
+            assert isinstance(small, GraphModule)
+            pruned_model = small.eval()
+        else:
+            dense_model = analysis.source.program.module()
+            program = apply_patterns(plan)
+            assert isinstance(program, ExportedProgram)
+            pruned_model = program.module()
+        dense, pruned = _Walk(dense_model, batches, repr(self)), _Walk(pruned_model, batches, repr(self))
+        once = {k for k in {**targets, **norms} if dense.keys[k] == 1 and pruned.keys[k] == 1}
+        twice = sorted(t.name for k, t in targets.items() if k not in once)
+        if twice:
+            skipped.extend(twice)
+        wanted = {k: v for k, v in {**targets, **norms}.items() if k in once}
+        if skipped:
+            self._warn_skipped(skipped)
+        values = dict(plan.values)
+        report: dict[str, tuple[float, float]] = {}
+        no_bias: list[str] = []
+        todo = {k for k in wanted if k in targets}
+        mode = _evaluating(dense_model) if analysis.source is None else contextlib.nullcontext()
+        bar = _progress(self.progress, repr(self), len(todo), unit="layer")
+        with torch.no_grad(), mode, bar:
+            while todo:
+                hit = pruned.until(wanted)
+                if hit is None:
+                    break
+                key = hit
+                dense.until({key: None})
+                x_dense = dense.inputs()
+                y_dense = dense.step()
+                x_pruned = pruned.inputs()
+                if key in norms:
+                    changed = self._correct_norm(norms[key], x_dense, x_pruned, pruned_model)
+                    values.update(changed)
+                    pruned.step()
+                    continue
+                target = targets[key]
+                found = self._solve(target, y_dense, x_pruned, pruned_model)
+                if found is None:
+                    no_bias.append(target.name)
+                else:
+                    (fqn, value), errors = found
+                    _replace(pruned_model, fqn, value)
+                    values[fqn] = value
+                    report[target.name] = errors
+                pruned.step()
+                todo.discard(key)
+                bar.update(1)
         if no_bias:
             warnings.warn(f"{self!r}: {', '.join(no_bias)} have no bias to hold the removed channels' mean "
                           "contribution; left as pruned (method='lstsq' re-solves their weights instead)",
                           FpruneWarning, stacklevel=2)
-        return Plan(plan.analysis, plan.masks, plan.options, MappingProxyType(values))
+        return Plan(plan.analysis, plan.masks, plan.options, MappingProxyType(values),
+                    MappingProxyType({**plan.reconstruction, **report}))
 
-    def _solve(self, name: str, module: nn.Linear | nn.Conv2d, stats: Any, cols: list[int],
-               rows: list[int] | None) -> tuple[str, Tensor] | None:
-        weight = module.weight.detach().to(torch.float64)
-        shape = weight.shape
-        weight = weight.reshape(shape[0], -1)
-        cols = _columns(module, cols)
-        n = max(stats.count, 1)
-        kept = torch.tensor(cols, dtype=torch.long)
-        removed = torch.ones(weight.shape[1], dtype=torch.bool)
-        removed[kept] = False
-        out_rows = torch.tensor(rows, dtype=torch.long) if rows is not None else None
+    def _warn_skipped(self, names: list[str]) -> None:
+        warnings.warn(f"{self!r} re-solves Linear and Conv2d (groups=1, zero padding) consumers called once "
+                      f"only; left as pruned: {', '.join(names)}", FpruneWarning, stacklevel=3)
+
+    # ----------------------------------------------------------------------------------
+
+    def _solve(self, target: _Target, ys: list[Any], xs: list[Any], pruned: nn.Module) -> tuple[tuple[str, Tensor], tuple[float, float]] | None:
+        """The consumer's new weight (lstsq) or bias (bias), and its relative output error before, after."""
+        module = target.module
+        if self.method == "bias" and module.bias is None:
+            return None
+        weight_fqn = target.key
+        bias_fqn = weight_fqn[: -len("weight")] + "bias"
+        current = _tensor(pruned, weight_fqn)
+        w0 = current.detach().to(torch.float64).reshape(current.shape[0], -1)
+        b0 = _tensor(pruned, bias_fqn).detach().to(torch.float64) if module.bias is not None else None
+        rows = torch.tensor(target.rows, dtype=torch.long) if target.rows is not None else None
+        k = w0.shape[1]
+        gram = torch.zeros(k, k, dtype=torch.float64)
+        cross = torch.zeros(w0.shape[0], k, dtype=torch.float64)  # E[(y - b) x~^T]
+        mean_x = torch.zeros(k, dtype=torch.float64)
+        mean_y = torch.zeros(w0.shape[0], dtype=torch.float64)
+        energy = z_energy = 0.0  # E||y||^2, E||y - b||^2 (sums)
+        count = 0
+        for y, x in zip(ys, xs):
+            x, y = _rows_of(module, x, y)
+            if rows is not None:
+                y = y[:, rows]
+            energy += float(y.double().pow(2).sum())
+            if b0 is not None:
+                y = y - b0.to(y.dtype)
+            gram += (x.T @ x).double()  # each batch's products in its precision, summed in float64
+            cross += (y.T @ x).double()
+            mean_x += x.sum(0).double()
+            mean_y += y.sum(0).double()
+            z_energy += float(y.double().pow(2).sum())
+            count += x.shape[0]
+        if not all(bool(torch.isfinite(t).all()) for t in (gram, cross)) or energy != energy or energy == float("inf"):
+            self._refuse_non_finite(target, ys, xs)
+        n = max(count, 1)
+        gram, cross, mean_x, mean_y = gram / n, cross / n, mean_x / n, mean_y / n
+
+        def error(w: Tensor, shift: Tensor | None = None) -> float:
+            # E||z - W x~||^2 with z = y - b: E||z||^2 - 2 <W, E[z x~^T]> + <W E[x~ x~^T], W>
+            err = z_energy / n - 2 * float((w * cross).sum()) + float(((w @ gram) * w).sum())
+            if shift is not None:  # a bias moved by `shift`: E||z - W x~ - s||^2
+                err += -2 * float((shift * mean_y).sum()) + 2 * float((shift * (w @ mean_x)).sum()) \
+                    + float(shift.pow(2).sum())
+            return max(err, 0.0) / max(energy / n, 1e-300)
+
+        before = error(w0)
         if self.method == "bias":
-            if module.bias is None:
-                return None
-            mean = stats.total / n
-            bias = module.bias.detach().to(torch.float64) + weight[:, removed] @ mean[removed]
-            value = bias if out_rows is None else bias[out_rows]
-            key = "bias"
+            assert b0 is not None
+            shift = mean_y - w0 @ mean_x  # b' - b: E[y] - W_K E[x~] - b
+            value, fqn, after = b0 + shift, bias_fqn, error(w0, shift)
         else:
-            second = stats.outer / n  # E[x x_K^T]: [in, |K|]
-            block = second[kept]
-            rhs = weight @ second  # [out, |K|]
             if self.damp > 0:
-                scale = float(block.diagonal().mean()) or 1.0
-                system = block + self.damp * scale * torch.eye(len(cols), dtype=torch.float64)
-                solved = torch.linalg.solve(system, rhs.T).T
+                scale = float(gram.diagonal().mean()) or 1.0
+                system = gram + self.damp * scale * torch.eye(k, dtype=torch.float64)
+                solved = torch.linalg.solve(system, cross.T).T
             else:
-                solved = rhs @ torch.linalg.pinv(block, hermitian=True)
-            value = solved if out_rows is None else solved[out_rows]
-            key = "weight"
-        if key == "weight" and isinstance(module, nn.Conv2d):
-            value = value.reshape(value.shape[0], -1, *shape[2:])
+                solved = cross @ torch.linalg.pinv(gram, hermitian=True)
+            value, fqn, after = solved.reshape(current.shape), weight_fqn, error(solved)
         if not bool(torch.isfinite(value).all()):
             raise InvalidWeightError(
-                f"{self!r}: re-solving {name!r} gave NaN or inf (its inputs' statistics are not finite, or the "
-                "system is singular); use damp > 0, or more calibration batches")
-        dtype = module.weight.dtype
-        return key, value.to(dtype)
+                f"{self!r}: re-solving {target.name!r} gave NaN or inf (its inputs' statistics are not finite, or "
+                "the system is singular); use damp > 0, or more calibration batches")
+        return (fqn, value.to(current.dtype)), (before, after)
+
+    def _refuse_non_finite(self, target: _Target, ys: list[Any], xs: list[Any]) -> None:
+        """Names the first batch whose input or output at `target` holds NaN or inf (the sums did)."""
+        for i, (y, x) in enumerate(zip(ys, xs)):
+            for what, t in (("input", x), ("output", y)):
+                if not bool(torch.isfinite(t).all()):
+                    raise InvalidArgumentError(
+                        f"{self!r}: the {what} of {target.name!r} holds NaN or inf on calibration batch {i}: the "
+                        "statistics would be meaningless. Fix: check the batches (and the model's dtype)")
+        raise InvalidArgumentError(  # finite values whose squares overflow float64
+            f"{self!r}: the statistics of {target.name!r}'s input overflow; check the scale of the batches")
+
+    def _correct_norm(self, norm: _Norm, dense: list[Any], pruned: list[Any], model: nn.Module) -> dict[str, Tensor]:
+        """New running statistics for a BatchNorm whose input changed; nothing if it did not."""
+        keep = torch.tensor(norm.keep, dtype=torch.long) if norm.keep is not None else None
+        picked = [d if keep is None else d.index_select(1, keep) for d in dense]
+        if all(_same(p, q) for p, q in zip(picked, pruned)):  # up to rounding: nothing to correct
+            return {}
+        moments = [_channel_moments(t) for t in (picked, pruned)]
+        (m, v), (m2, v2) = moments
+        mean, var = _tensor(model, norm.key), _tensor(model, norm.var_key)
+        eps = float(norm.module.eps)
+        scale = (var.double() + eps).sqrt()
+        ratio = torch.where((v > 0) & (v2 > 0), (v2 / v.clamp_min(1e-300)).sqrt(), torch.ones_like(v))
+        new_scale = scale * ratio
+        new_mean = m2 - (m - mean.double()) * ratio
+        new_var = (new_scale * new_scale - eps).clamp_min(0.0)
+        if not (bool(torch.isfinite(new_mean).all()) and bool(torch.isfinite(new_var).all())):
+            raise InvalidWeightError(f"{self!r}: re-estimating {norm.name!r} gave NaN or inf; check the batches")
+        out = {norm.key: new_mean.to(mean.dtype), norm.var_key: new_var.to(var.dtype)}
+        for fqn, value in out.items():
+            _replace(model, fqn, value)
+        return out
 
 
-def _columns(module: nn.Module, channels: list[int]) -> list[int]:
-    """The weight columns of the kept input channels (a convolution: each channel's patch columns)."""
-    patch = module.weight[0, 0].numel() if isinstance(module, nn.Conv2d) else 1
-    return [c * patch + j for c in channels for j in range(patch)]
+@dataclass(frozen=True)
+class _Target:
+    name: str  # the consumer's module name in the analysis
+    key: str  # its weight's public name, which is also its name in the models run
+    module: nn.Linear | nn.Conv2d  # the original module: hyperparameters, bias or not
+    rows: list[int] | None  # its kept output rows (None: all)
+
+
+@dataclass(frozen=True)
+class _Norm:
+    name: str
+    key: str  # running_mean's public name
+    var_key: str
+    module: nn.modules.batchnorm._BatchNorm
+    keep: list[int] | None  # its kept channels (None: all)
+
+
+def _rows_of(module: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """The consumer's input as rows of weight columns (a convolution: its unfolded patches) and its
+    output as the matching rows, in the model's precision (at least float32)."""
+    dtype = torch.promote_types(x.dtype, torch.float32)  # half and bfloat16 products in float32
+    x, y = x.to(dtype), y.to(dtype)
+    if isinstance(module, nn.Conv2d):
+        patches = torch.nn.functional.unfold(x, module.kernel_size, module.dilation,  # type: ignore[arg-type]
+                                             module.padding, module.stride)  # type: ignore[arg-type]
+        return (patches.transpose(1, 2).reshape(-1, patches.shape[1]),
+                y.flatten(2).transpose(1, 2).reshape(-1, y.shape[1]))
+    return x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal up to the rounding of a narrower matmul (another BLAS blocking of the same sums)."""
+    if not (isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape):
+        return False
+    eps = 64 * torch.finfo(a.dtype).eps if a.dtype.is_floating_point else 0.0
+    return torch.allclose(a, b, rtol=eps, atol=eps * float(a.abs().max()) if a.numel() else 0.0)
+
+
+def _channel_moments(tensors: list[Any]) -> tuple[Tensor, Tensor]:
+    """Per-channel (dim 1) mean and variance over every other dim of every batch, float64."""
+    total = square = None
+    count = 0
+    for t in tensors:
+        flat = t.detach().to(torch.float64).movedim(1, -1).reshape(-1, t.shape[1])
+        s, q = flat.sum(0), (flat * flat).sum(0)
+        total, square = (s, q) if total is None else (total + s, square + q)  # type: ignore[operator]
+        count += flat.shape[0]
+    assert total is not None and square is not None
+    mean = total / max(count, 1)
+    return mean, (square / max(count, 1) - mean * mean).clamp_min(0.0)
+
+
+def _tensor(model: nn.Module, fqn: str) -> Tensor:
+    owner, _, attr = fqn.rpartition(".")
+    value = getattr(model.get_submodule(owner), attr)
+    assert isinstance(value, Tensor)  # the rewrite keeps every tensor of a module it keeps
+    return value
+
+
+def _replace(model: nn.Module, fqn: str, value: Tensor) -> None:
+    """Points `model`'s tensor `fqn` at `value` (never writes into the old tensor: it may be shared)."""
+    owner, _, attr = fqn.rpartition(".")
+    module = model.get_submodule(owner)
+    if attr in module._parameters:
+        module._parameters[attr] = nn.Parameter(value, requires_grad=False)
+    elif attr in module._buffers:
+        module._buffers[attr] = value
+    else:
+        setattr(module, attr, value)
 
 
 def _solvable(module: nn.Module) -> bool:
@@ -175,15 +370,138 @@ def _solvable(module: nn.Module) -> bool:
             and not isinstance(module.padding, str))
 
 
+def _materialise(batches: Iterable[Any], where: str, constants: dict[str, Any]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    calls = [call_args(batch, constants, where, i) for i, batch in enumerate(batches)]
+    if not calls:
+        raise InvalidArgumentError(
+            f"{where}: the calibration batches yielded nothing (a generator serves one call; pass a list "
+            "to use them again)")
+    return calls
+
+
+def _node_keys(node: Node) -> tuple[str, ...]:
+    """The names a node is found by: a module call's weight and running mean, or the tensors a
+    function reads as a weight (argument 1) or a BatchNorm's running mean (argument 3)."""
+    if node.op == "call_module":
+        return (f"{node.target}.weight", f"{node.target}.running_mean")
+    if node.op != "call_function":
+        return ()
+    keys = []
+    if len(node.args) > 1 and isinstance(node.args[1], Node) and node.args[1].op == "get_attr":
+        keys.append(str(node.args[1].target))
+    if len(node.args) > 3 and isinstance(node.args[3], Node) and node.args[3].op == "get_attr" and _evaluating_bn(node):
+        keys.append(str(node.args[3].target))
+    return tuple(keys)
+
+
+def _evaluating_bn(node: Node) -> bool:
+    """An exported BatchNorm that normalises with its running statistics (eval mode)."""
+    target = str(node.target)
+    if "_native_batch_norm_legit_no_training" in target:
+        return True
+    return target.startswith("aten.batch_norm") and len(node.args) > 5 and node.args[5] is False
+
+
+class _Walk:
+    """Runs a GraphModule node by node over every batch at once, pausing at named nodes."""
+
+    def __init__(self, model: GraphModule, calls: list[tuple[tuple[Any, ...], dict[str, Any]]], where: str) -> None:
+        self.nodes = list(model.graph.nodes)
+        self.where = where
+        self.at = 0
+        self.keys: Counter[str] = Counter(k for n in self.nodes for k in set(_node_keys(n)))
+        last: dict[Node, int] = {}
+        for i, node in enumerate(self.nodes):
+            for used in node.all_input_nodes:
+                last[used] = i
+        self.frees: dict[int, list[Node]] = {}
+        for node, i in last.items():
+            self.frees.setdefault(i, []).append(node)
+        self.runs = []
+        for i, (args, kwargs) in enumerate(calls):
+            run = Interpreter(model, garbage_collect_values=False)
+            run.args_iter = iter(_flat_inputs(model, args, kwargs, where, i))
+            self.runs.append(run)
+        self.current: Node | None = None
+
+    def until(self, wanted: dict[str, Any]) -> str | None:
+        """Runs up to the next node found by a name in `wanted` (not running it); its name, or None."""
+        while self.at < len(self.nodes):
+            node = self.nodes[self.at]
+            if node.op == "output":
+                return None
+            hit = next((k for k in _node_keys(node) if k in wanted), None)
+            if hit is not None:
+                self.current = node
+                return hit
+            self.step()
+        return None
+
+    def inputs(self) -> list[Any]:
+        """The current node's first argument, per batch."""
+        node = self.nodes[self.at]
+        first = node.args[0]
+        return [run.env[first] if isinstance(first, Node) else first for run in self.runs]
+
+    def step(self) -> list[Any]:
+        """Runs the current node over every batch; its outputs."""
+        node = self.nodes[self.at]
+        outputs = []
+        attrs = [n for n in node.all_input_nodes if n.op == "get_attr"]
+        for i, run in enumerate(self.runs):
+            for n in attrs:  # read again: a tensor replaced since (a re-solved weight) is read new
+                run.env[n] = run.fetch_attr(str(n.target))
+            try:
+                run.env[node] = run.run_node(node)
+            except (RuntimeError, TypeError, ValueError, IndexError, AssertionError, StopIteration) as exc:
+                if isinstance(exc, (InvalidArgumentError, InvalidTypeError)):
+                    raise
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise InvalidArgumentError(
+                    f"{self.where}: calibration batch {i} does not fit the model ({type(exc).__name__}: {reason}). "
+                    "Fix: give batches shaped like the model's inputs (an ExportedProgram runs only the input "
+                    "shapes it was exported with)") from exc
+            outputs.append(run.env[node])
+        for used in self.frees.get(self.at, ()):
+            for run in self.runs:
+                run.env.pop(used, None)
+        self.at += 1
+        return outputs
+
+
+def _flat_inputs(model: GraphModule, args: tuple[Any, ...], kwargs: dict[str, Any], where: str,
+                 index: int) -> list[Any]:
+    """The values of `model`'s placeholders for ``model(*args, **kwargs)``, in order."""
+    placeholders = [n for n in model.graph.nodes if n.op == "placeholder"]
+    info = getattr(model.graph._codegen, "pytree_info", None)
+    try:
+        if info is not None and info.in_spec is not None:  # an ExportedProgram's module: (args, kwargs) leaves
+            flat = list(fx_pytree.tree_flatten_spec((args, kwargs), info.in_spec))
+        else:
+            bound = inspect.signature(model.forward).bind(*args, **kwargs)
+            bound.apply_defaults()
+            flat = tree_flatten(list(bound.arguments.values()))[0] if info is not None else list(bound.arguments.values())
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+        raise InvalidArgumentError(
+            f"{where}: calibration batch {index} does not fit the model ({type(exc).__name__}: {exc}). Fix: give "
+            "batches as the model's forward takes them (a tensor, a tuple, or a dict of its arguments)") from exc
+    if len(flat) != len(placeholders):
+        raise InvalidArgumentError(
+            f"{where}: calibration batch {index} gives {len(flat)} inputs, the model takes {len(placeholders)}")
+    return flat
+
+
 def reconstruct(batches: Iterable[Any], method: Method = "lstsq", damp: float = 0.01, *,
-                progress: bool = False) -> Reconstruct:
-    """A ``Plan -> Plan`` stage re-solving each pruned consumer from calibration batches.
+                progress: bool = False, batchnorm: bool = True) -> Reconstruct:
+    """A ``Plan -> Plan`` stage re-solving each pruned consumer, layer after layer, from calibration batches.
 
     Args:
-        batches: calibration batches: tensors, tuples or dicts of what the model's forward takes.
+        batches: calibration batches: tensors, tuples or dicts of what the model's forward takes
+            (iterated once per call).
         method: ``"lstsq"`` (re-solve the kept weights) or ``"bias"`` (FLAP's bias compensation).
         damp: ridge damping of ``lstsq``, relative to the mean input energy (``0``: pseudo-inverse).
-        progress: show a progress bar over the batches on stderr.
+        progress: show a progress bar over the layers on stderr.
+        batchnorm: correct the running statistics of every BatchNorm whose input changed.
 
     Raises:
         InvalidArgumentError, InvalidTypeError: bad arguments; when called, empty or misfit batches,
@@ -198,4 +516,6 @@ def reconstruct(batches: Iterable[Any], method: Method = "lstsq", damp: float = 
         raise InvalidArgumentError(f"reconstruct expects method 'lstsq' or 'bias', got {method!r}")
     if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not damp >= 0 or damp != damp or damp == float("inf"):
         raise InvalidArgumentError(f"reconstruct expects damp as a finite number >= 0, got {damp!r} (0.01 is usual)")
-    return Reconstruct(batches, method, float(damp), progress)
+    if not isinstance(batchnorm, bool):
+        raise InvalidTypeError(f"reconstruct expects batchnorm as a bool, got {batchnorm!r}")
+    return Reconstruct(batches, method, float(damp), progress, batchnorm)

@@ -184,3 +184,144 @@ def test_bias_method_on_conv_consumers_with_a_bias() -> None:
     solved = reconstruct(batches, "bias")(plan)
     assert set(solved.values) == {"2.bias"}
     assert _error(apply_patterns(solved), model, batches) <= _error(apply_patterns(plan), model, batches) + 1e-12
+
+
+def _conv_bn(seed: int) -> nn.Sequential:
+    torch.manual_seed(seed % 2**31)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3)).double()
+    with torch.no_grad():  # statistics that are not the defaults, so that a correction shows
+        for bn in (model[1], model[4]):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def _output_of(model: nn.Module, name: str, batches: list[torch.Tensor]) -> torch.Tensor:
+    seen: list[torch.Tensor] = []
+    handle = model.get_submodule(name).register_forward_hook(lambda m, i, o: seen.append(o))
+    with torch.no_grad():
+        for x in batches:
+            model(x)
+    handle.remove()
+    return torch.cat(seen).movedim(1, -1).reshape(-1, seen[0].shape[1])
+
+
+@settings(max_examples=examples(8))
+@given(seed=seeds(), sparsity=st.sampled_from([0.25, 0.5]))
+def test_batchnorm_statistics_give_the_original_channel_moments(seed: int, sparsity: float) -> None:
+    """A bias-less conv cannot hold FLAP's compensation: the BatchNorm after it is re-estimated, so
+    that each of its output channels has the original's mean and variance on the batches."""
+    model = _conv_bn(seed)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(seed)
+    batches = [torch.randn(4, 3, 6, 6, generator=g, dtype=torch.float64) for _ in range(2)]
+    plan = topk_mask(sparsity)(score_l1(model))
+    solved = reconstruct(batches, "bias")(plan)
+    # the bias-less conv 3 has no bias to move; the BatchNorm 1 before it sees its input unchanged
+    assert set(solved.values) == {"4.running_mean", "4.running_var", "8.bias"}
+    assert set(reconstruct(batches, "bias", batchnorm=False)(plan).values) == {"8.bias"}
+    kept = next(e["keep"] for e in plan.params()["4.running_mean"] if e["dim"] == 0)
+    want, got = _output_of(model, "4", batches)[:, kept], _output_of(apply_patterns(solved), "4", batches)
+    torch.testing.assert_close(got.mean(0), want.mean(0), rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(got.var(0), want.var(0), rtol=1e-6, atol=1e-9)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert repr(reconstruct(batches, batchnorm=False)).endswith("batchnorm=False)")
+
+
+def test_batchnorm_correction_is_the_same_on_both_front_ends() -> None:
+    model = _conv_bn(1)
+    batches = [torch.randn(4, 3, 6, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)]
+    fx = reconstruct(batches)(topk_mask(0.5)(score_l1(model)))
+    ex = reconstruct(batches)(topk_mask(0.5)(score_l1(export(model, (batches[0],)))))
+    assert fx.values.keys() == ex.values.keys() == {"3.weight", "4.running_mean", "4.running_var", "8.weight"}
+    for name in fx.values:
+        torch.testing.assert_close(ex.values[name], fx.values[name])
+    assert fx.reconstruction.keys() == ex.reconstruction.keys() == {"3", "8"}
+    torch.testing.assert_close(apply_patterns(ex).module()(batches[0]), apply_patterns(fx)(batches[0]))
+
+
+def test_each_layer_is_re_solved_from_the_pruned_models_own_inputs() -> None:
+    """Sequential: the last consumer's weight is the least-squares fit to the original output from
+    the input the pruned model feeds it, which already carries the earlier layer's re-solve."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 10), nn.ReLU(), nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 3)).double().eval()
+    batches = _batches(4, rows=60)
+    plan = topk_mask(0.5)(score_l1(model))
+    solved = reconstruct(batches, damp=0.0)(plan)
+    assert set(solved.values) == {"2.weight", "4.weight"} and set(solved.reconstruction) == {"2", "4"}
+    seen: list[torch.Tensor] = []
+    small = apply_patterns(solved)
+    small.get_submodule("4").register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    with torch.no_grad():
+        for b in batches:
+            small(b)
+    x = torch.cat(seen)
+    y = torch.cat([model(b) for b in batches]).detach() - model[4].bias.detach()
+    want = torch.linalg.lstsq(x, y).solution.T
+    torch.testing.assert_close(solved.values["4.weight"], want, rtol=1e-6, atol=1e-8)
+    for before, after in solved.reconstruction.values():
+        assert 0.0 <= after <= before
+
+
+def test_non_finite_activations_name_the_batch() -> None:
+    model, batches = _net(0, 6), _batches(0)
+    batches[1] = batches[1].clone()
+    batches[1][3, 2] = float("nan")
+    with pytest.raises(InvalidArgumentError, match="NaN or inf on calibration batch 1"):
+        reconstruct(batches)(topk_mask(0.5)(score_l1(model)))
+    with pytest.raises(InvalidArgumentError, match="calibration batch 0 does not fit"):
+        reconstruct([torch.randn(4, 7, dtype=torch.float64)])(topk_mask(0.5)(score_l1(model)))
+
+
+class _Twice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.c = nn.Linear(4, 8), nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.a(x))
+        return self.c(h) + self.c(2 * h)
+
+
+def test_a_consumer_called_twice_is_left_as_pruned_with_a_warning() -> None:
+    torch.manual_seed(0)
+    model = _Twice().double().eval()
+    plan = topk_mask(0.5)(score_l1(model))
+    with pytest.warns(Warning, match="called once only; left as pruned: c"):
+        solved = reconstruct(_batches(0, inputs=4))(plan)
+    assert not solved.values and not solved.reconstruction
+
+
+def test_summary_and_saved_plans_keep_the_reconstruction_report(tmp_path: Any) -> None:
+    from fprune import summary
+
+    model, batches = _net(5, 8), _batches(5)
+    solved = reconstruct(batches)(topk_mask(0.5)(score_l1(model)))
+    (before, after), = solved.reconstruction.values()
+    text = str(summary(model, apply_patterns(solved), batches[0], plan=solved))
+    assert "re-solved by reconstruct: not the zeroed original" in text
+    assert f"2: {before:.2e} -> {after:.2e}" in text
+    assert "re-solved" not in str(summary(model, apply_patterns(solved), batches[0]))
+    solved.save(tmp_path)
+    assert load_plan(tmp_path, _net(5, 8)).reconstruction == solved.reconstruction
+
+
+def test_hf_dict_batches_need_only_the_model_inputs() -> None:
+    """The constants hf.trace exported with (use_cache=False) are filled in: a batch is its tensors."""
+    transformers = pytest.importorskip("transformers")
+    hf = pytest.importorskip("fprune.hf")
+    config = transformers.LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                      num_key_value_heads=1, head_dim=8, vocab_size=32, max_position_embeddings=16)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config).double().eval()
+    program = hf.trace(model, seq_len=4)
+    batches = [{"input_ids": torch.randint(0, 32, (1, 4), generator=torch.Generator().manual_seed(i))} for i in range(3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = hf.widths(mlp=0.5)(score_wanda(batches)(program))
+        solved = reconstruct(batches)(plan)
+    assert set(solved.values) == {"model.layers.0.mlp.down_proj.weight"}
