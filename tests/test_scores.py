@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 from torch.ao.pruning._experimental.pruner import FPGMPruner
@@ -25,7 +25,7 @@ from fprune.scores import (
     score_tensor,
 )
 from fprune.types import Scorer
-from strategies import lstm_weights, powers_of_two, seeds, sparsities, weights
+from strategies import examples, lstm_weights, powers_of_two, seeds, sparsities, weights
 
 WEIGHT_SCORERS = (score_l1, score_l2, score_fpgm(1), score_fpgm(2), score_random(0))
 
@@ -254,6 +254,22 @@ def test_bad_weights_raise(
         score_l1(weight)  # type: ignore[call-overload]
     with pytest.raises(builtin):
         score_l1(weight)  # type: ignore[call-overload]
+
+
+@settings(max_examples=examples(30))
+@given(rows=st.integers(1, 5), cols=st.integers(1, 6), data=st.data())
+def test_finite_check_agrees_with_isfinite(rows: int, cols: int, data: st.DataObject) -> None:
+    """The weight check (a float32 sum first) accepts exactly the finite tensors, also those whose
+    finite values overflow the sum, and rejects +inf beside -inf (a sum of NaN)."""
+    pool = st.sampled_from([0.0, 1.0, -2.5, 1e300, -1e300, 3e38, math.inf, -math.inf, math.nan])
+    values = data.draw(st.lists(pool, min_size=rows * cols, max_size=rows * cols))
+    dtype = data.draw(st.sampled_from([torch.float64, torch.float32, torch.bfloat16]))
+    weight = torch.tensor(values, dtype=torch.float64).reshape(rows, cols).to(dtype)
+    if bool(torch.isfinite(weight).all()):
+        assert score_l1(weight).shape == (rows,)
+    else:
+        with pytest.raises(InvalidWeightError, match="NaN or inf"):
+            score_l1(weight)
 
 
 def test_bn_scale_rejects_scalars_and_nan() -> None:
