@@ -126,9 +126,10 @@ class Reconstruct:
                     key = analysis.public_name(f"{name}.running_mean")
                     keep = {e["dim"]: e["keep"] for e in params.get(key, [])}.get(0)
                     norms[key] = _Norm(name, key, analysis.public_name(f"{name}.running_var"), module, keep)
-        if not targets:
-            if skipped:
-                self._warn_skipped(skipped)
+        no_bias = sorted(t.name for t in targets.values() if self.method == "bias" and t.module.bias is None)
+        targets = {k: t for k, t in targets.items() if t.name not in no_bias}
+        if not targets and not norms:
+            self._warn_left(skipped, no_bias)
             return plan
         batches = _materialise(self.batches, repr(self), traced_constants(analysis))
         if analysis.source is None:
@@ -147,14 +148,12 @@ class Reconstruct:
         if twice:
             skipped.extend(twice)
         wanted = {k: v for k, v in {**targets, **norms}.items() if k in once}
-        if skipped:
-            self._warn_skipped(skipped)
+        self._warn_left(skipped, no_bias)
         values = dict(plan.values)
         report: dict[str, tuple[float, float]] = {}
-        no_bias: list[str] = []
-        todo = {k for k in wanted if k in targets}
+        todo = set(wanted)
         mode = _evaluating(dense_model) if analysis.source is None else contextlib.nullcontext()
-        bar = _progress(self.progress, repr(self), len(todo), unit="layer")
+        bar = _progress(self.progress, repr(self), sum(1 for k in todo if k in targets), unit="layer")
         with torch.no_grad(), mode, bar:
             while todo:
                 hit = pruned.until(wanted)
@@ -165,41 +164,36 @@ class Reconstruct:
                 x_dense = dense.inputs()
                 y_dense = dense.step()
                 x_pruned = pruned.inputs()
+                todo.discard(key)
                 if key in norms:
-                    changed = self._correct_norm(norms[key], x_dense, x_pruned, pruned_model)
-                    values.update(changed)
+                    values.update(self._correct_norm(norms[key], x_dense, x_pruned, pruned_model))
                     pruned.step()
                     continue
                 target = targets[key]
-                found = self._solve(target, y_dense, x_pruned, pruned_model)
-                if found is None:
-                    no_bias.append(target.name)
-                else:
-                    (fqn, value), errors = found
-                    _replace(pruned_model, fqn, value)
-                    values[fqn] = value
-                    report[target.name] = errors
+                (fqn, value), errors = self._solve(target, y_dense, x_pruned, pruned_model)
+                _replace(pruned_model, fqn, value)
+                values[fqn] = value
+                report[target.name] = errors
                 pruned.step()
-                todo.discard(key)
                 bar.update(1)
-        if no_bias:
-            warnings.warn(f"{self!r}: {', '.join(no_bias)} have no bias to hold the removed channels' mean "
-                          "contribution; left as pruned (method='lstsq' re-solves their weights instead)",
-                          FpruneWarning, stacklevel=2)
         return Plan(plan.analysis, plan.masks, plan.options, MappingProxyType(values),
                     MappingProxyType({**plan.reconstruction, **report}))
 
-    def _warn_skipped(self, names: list[str]) -> None:
-        warnings.warn(f"{self!r} re-solves Linear and Conv2d (groups=1, zero padding) consumers called once "
-                      f"only; left as pruned: {', '.join(names)}", FpruneWarning, stacklevel=3)
+    def _warn_left(self, skipped: list[str], no_bias: list[str]) -> None:
+        """Warns of the consumers left as pruned: not re-solvable, or (method='bias') without a bias."""
+        if skipped:
+            warnings.warn(f"{self!r} re-solves Linear and Conv2d (groups=1, zero padding) consumers called once "
+                          f"only; left as pruned: {', '.join(skipped)}", FpruneWarning, stacklevel=3)
+        if no_bias:
+            warnings.warn(f"{self!r}: {', '.join(no_bias)} have no bias to hold the removed channels' mean "
+                          "contribution; left as pruned (method='lstsq' re-solves their weights instead)",
+                          FpruneWarning, stacklevel=3)
 
     # ----------------------------------------------------------------------------------
 
-    def _solve(self, target: _Target, ys: list[Any], xs: list[Any], pruned: nn.Module) -> tuple[tuple[str, Tensor], tuple[float, float]] | None:
+    def _solve(self, target: _Target, ys: list[Any], xs: list[Any], pruned: nn.Module) -> tuple[tuple[str, Tensor], tuple[float, float]]:
         """The consumer's new weight (lstsq) or bias (bias), and its relative output error before, after."""
         module = target.module
-        if self.method == "bias" and module.bias is None:
-            return None
         weight_fqn = target.key
         bias_fqn = weight_fqn[: -len("weight")] + "bias"
         current = _tensor(pruned, weight_fqn)

@@ -325,3 +325,17 @@ def test_hf_dict_batches_need_only_the_model_inputs() -> None:
         plan = hf.widths(mlp=0.5)(score_wanda(batches)(program))
         solved = reconstruct(batches)(plan)
     assert set(solved.values) == {"model.layers.0.mlp.down_proj.weight"}
+
+
+def test_a_batchnorm_after_the_last_consumer_is_corrected_too() -> None:
+    """Only conv 0's channels pruned, method='bias': conv 3 has no bias to re-solve, so nothing is
+    re-solved, yet the BatchNorm 4 it feeds is re-estimated (its channels are all kept)."""
+    model = _conv_bn(7)
+    batches = [torch.randn(4, 3, 6, 6, generator=torch.Generator().manual_seed(8), dtype=torch.float64)]
+    plan = topk_mask(0.0, per_module={"0": 0.5})(score_l1(model))
+    with pytest.warns(Warning, match="3 have no bias"):
+        solved = reconstruct(batches, "bias")(plan)
+    assert set(solved.values) == {"4.running_mean", "4.running_var"} and not solved.reconstruction
+    want, got = _output_of(model, "4", batches), _output_of(apply_patterns(solved), "4", batches)
+    torch.testing.assert_close(got.mean(0), want.mean(0), rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(got.var(0), want.var(0), rtol=1e-6, atol=1e-9)
