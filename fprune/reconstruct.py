@@ -208,18 +208,18 @@ class Reconstruct:
         energy = z_energy = 0.0  # E||y||^2, E||y - b||^2 (sums)
         count = 0
         for y, x in zip(ys, xs):
-            x, y = _rows_of(module, x, y)
+            x, y = _columns_of(module, x, y)  # [k, rows] and [out, rows]
             if rows is not None:
-                y = y[:, rows]
-            energy += float(y.double().pow(2).sum())
+                y = y.index_select(0, rows)
+            energy += float(y.pow(2).sum(dtype=torch.float64))
             if b0 is not None:
-                y = y - b0.to(y.dtype)
-            gram += (x.T @ x).double()  # each batch's products in its precision, summed in float64
-            cross += (y.T @ x).double()
-            mean_x += x.sum(0).double()
-            mean_y += y.sum(0).double()
-            z_energy += float(y.double().pow(2).sum())
-            count += x.shape[0]
+                y = y - b0.to(y.dtype)[:, None]
+            gram += (x @ x.T).double()  # each batch's products in its precision, summed in float64
+            cross += (y @ x.T).double()
+            mean_x += x.sum(1, dtype=torch.float64)
+            mean_y += y.sum(1, dtype=torch.float64)
+            z_energy += float(y.pow(2).sum(dtype=torch.float64))
+            count += x.shape[1]
         if not all(bool(torch.isfinite(t).all()) for t in (gram, cross)) or energy != energy or energy == float("inf"):
             self._refuse_non_finite(target, ys, xs)
         n = max(count, 1)
@@ -303,17 +303,19 @@ class _Norm:
     keep: list[int] | None  # its kept channels (None: all)
 
 
-def _rows_of(module: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """The consumer's input as rows of weight columns (a convolution: its unfolded patches) and its
-    output as the matching rows, in the model's precision (at least float32)."""
+def _columns_of(module: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """The consumer's input as ``[k, rows]``, one column per row of weight inputs (a convolution: per
+    unfolded patch), and its output as the matching ``[out, rows]``, in the model's precision (at
+    least float32)."""
     dtype = torch.promote_types(x.dtype, torch.float32)  # half and bfloat16 products in float32
     x, y = x.to(dtype), y.to(dtype)
     if isinstance(module, nn.Conv2d):
         patches = torch.nn.functional.unfold(x, module.kernel_size, module.dilation,  # type: ignore[arg-type]
                                              module.padding, module.stride)  # type: ignore[arg-type]
-        return (patches.transpose(1, 2).reshape(-1, patches.shape[1]),
-                y.flatten(2).transpose(1, 2).reshape(-1, y.shape[1]))
-    return x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
+        # [images, k, positions] -> [k, images * positions]: one large product is the fastest
+        return (patches.transpose(0, 1).reshape(patches.shape[1], -1),
+                y.flatten(2).transpose(0, 1).reshape(y.shape[1], -1))
+    return x.reshape(-1, x.shape[-1]).T, y.reshape(-1, y.shape[-1]).T
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -329,10 +331,11 @@ def _channel_moments(tensors: list[Any]) -> tuple[Tensor, Tensor]:
     total = square = None
     count = 0
     for t in tensors:
-        flat = t.detach().to(torch.float64).movedim(1, -1).reshape(-1, t.shape[1])
-        s, q = flat.sum(0), (flat * flat).sum(0)
+        d = t.detach().to(torch.float64)
+        dims = [i for i in range(d.dim()) if i != 1]
+        s, q = d.sum(dims), (d * d).sum(dims)
         total, square = (s, q) if total is None else (total + s, square + q)  # type: ignore[operator]
-        count += flat.shape[0]
+        count += d.numel() // d.shape[1]
     assert total is not None and square is not None
     mean = total / max(count, 1)
     return mean, (square / max(count, 1) - mean * mean).clamp_min(0.0)
