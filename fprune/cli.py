@@ -225,12 +225,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     changes = {k: getattr(args, k) for k in ("seed", "epochs", "finetune_epochs", "methods", "sparsities")
                if getattr(args, k) is not None}
-    config = DemoConfig(progress=not args.no_progress, **changes)
+    config = DemoConfig(progress=not args.no_progress, recovery=not args.no_recovery, **changes)
     result = run_demo(args.out, config)
     print(result.table())
     for note in result.notes:
         print(f"fprune: note: {note}", file=sys.stderr)
-    print(f"fprune: wrote {result.report} and {result.plot} in {result.seconds:.0f} s", file=sys.stderr)
+    extra = " (with the retraining-free recovery table)" if result.recovery else ""
+    print(f"fprune: wrote {result.report}{extra} and {result.plot} in {result.seconds:.0f} s", file=sys.stderr)
     return 0
 
 
@@ -352,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--methods", type=_names, help="comma-separated subset of L1,L2,FPGM,Taylor,random")
     demo.add_argument("--sparsities", type=_fractions, help="comma-separated sparsities (default 0.3,0.5,0.7)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    demo.add_argument("--no-recovery", action="store_true",
+                      help="skip the retraining-free recovery table (calibration scorers x reconstruct)")
     demo.set_defaults(run=_cmd_demo)
 
     model_help = "package.module:factory, a callable returning the nn.Module (the current directory is importable)"

@@ -11,7 +11,12 @@
    pipeline ``pipe(model, scorer, topk_mask(sparsity), apply_patterns)``,
    measures test accuracy right after pruning and after a short fine-tune,
    parameters, MACs and single-thread CPU latency;
-3. writes ``DIR/report.md`` (a markdown table) and ``DIR/accuracy_vs_macs.png``.
+3. retraining-free recovery (``recovery=True``): for every sparsity, the
+   scorers L1, activation, Wanda and FLAP, each with no recovery,
+   ``reconstruct(calib, "bias")`` and ``reconstruct(calib)`` (lstsq), test
+   accuracy right after pruning, with ``calib`` the first ``calib`` training
+   images;
+4. writes ``DIR/report.md`` (markdown tables) and ``DIR/accuracy_vs_macs.png``.
 
 Everything runs on one CPU thread with deterministic algorithms and fixed
 seeds, so every number but the latency is the same from run to run on a
@@ -45,8 +50,10 @@ import torch.nn.functional as F
 from toolz import pipe
 from torch import Tensor, nn
 
+from fprune.calibrate import score_activation, score_flap, score_wanda
 from fprune.errors import FpruneWarning, InvalidArgumentError, MissingDependencyError
 from fprune.masks import topk_mask
+from fprune.reconstruct import reconstruct
 from fprune.rewrite import apply_patterns
 from fprune.scores import score_fpgm, score_l1, score_l2, score_random, score_taylor
 from fprune.summary import count_macs, count_params
@@ -58,6 +65,7 @@ __all__ = [
     "DigitsNet",
     "Method",
     "METHODS",
+    "RecoveryRow",
     "SweepRow",
     "load_digits_split",
     "run_demo",
@@ -123,9 +131,12 @@ class DemoConfig:
     latency_batch: int = 64  # images per timed forward pass (small batches time stably on a busy machine)
     latency_repeats: int = 25  # timed passes per model, round-robin over all models (the median is reported)
     progress: bool = True  # tqdm progress bars on stderr
+    recovery: bool = True  # also the retraining-free table: 4 scorers x (none, bias, lstsq) per sparsity
+    calib: int = 512  # training images used as calibration batches (of batch_size) by that table
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "finetune_epochs", "width", "batch_size", "latency_batch", "latency_repeats"):
+        for name in ("epochs", "finetune_epochs", "width", "batch_size", "latency_batch", "latency_repeats",
+                     "calib"):
             _positive(getattr(self, name), name)
         object.__setattr__(self, "methods", tuple(self.methods))
         object.__setattr__(self, "sparsities", tuple(self.sparsities))
@@ -164,6 +175,17 @@ class SweepRow:
 
 
 @dataclass(frozen=True)
+class RecoveryRow:
+    """One line of the recovery table: test accuracy right after pruning, no fine-tune."""
+
+    scorer: str  # l1, activation, wanda or flap
+    sparsity: float  # fraction of channels pruned per prunable group
+    none: float  # plain pruning, in [0, 1]
+    bias: float  # then reconstruct(calib, "bias")
+    lstsq: float  # then reconstruct(calib) (least squares, damp 0.01)
+
+
+@dataclass(frozen=True)
 class DemoResult:
     """What :func:`run_demo` measured and wrote."""
 
@@ -175,10 +197,20 @@ class DemoResult:
     report: Path  # DIR/report.md
     plot: Path  # DIR/accuracy_vs_macs.png
     data: Mapping[str, int] = field(default_factory=dict)  # sizes of the splits
+    recovery: tuple[RecoveryRow, ...] = ()  # per sparsity, per scorer (config.recovery)
 
     def table(self) -> str:
         """The markdown table of the report (baseline first)."""
         return _table(self.baseline, self.rows)
+
+    def recovery_table(self) -> str:
+        """The markdown table of the retraining-free recovery (empty without it)."""
+        if not self.recovery:
+            return ""
+        lines = ["| sparsity | scorer | none | bias | lstsq |", "|---:|---|---:|---:|---:|"]
+        lines += [f"| {_sparsity(r.sparsity)} | {r.scorer} | {_pct(r.none)} | {_pct(r.bias)} | {_pct(r.lstsq)} |"
+                  for r in self.recovery]
+        return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------
@@ -341,15 +373,40 @@ def _with_grads(model: nn.Module, x: Tensor, y: Tensor) -> nn.Module:
 def _prune(model: nn.Module, method: Method, sparsity: float, seed: int, x: Tensor, y: Tensor,
            notes: dict[str, None]) -> nn.Module:
     source = _with_grads(model, x, y) if method.needs_grad else model
+    with _noting(notes):
+        pruned: nn.Module = pipe(source, method.scorer(seed), topk_mask(sparsity), apply_patterns)
+    return pruned
+
+
+def _recovery(model: nn.Module, config: DemoConfig, x_tr: Tensor, x_te: Tensor, y_te: Tensor,
+              notes: dict[str, None], bar: Any) -> tuple[RecoveryRow, ...]:
+    """Accuracy right after pruning: each calibration scorer, with no recovery, bias and lstsq."""
+    step = config.batch_size
+    calib = [x_tr[i:i + step] for i in range(0, min(config.calib, len(x_tr)), step)]
+    scorers = {"l1": score_l1, "activation": score_activation(calib), "wanda": score_wanda(calib),
+               "flap": score_flap(calib)}
+    rows = []
+    with _noting(notes):
+        for sparsity in config.sparsities:
+            for name, scorer in scorers.items():
+                plan = pipe(model, scorer, topk_mask(sparsity))
+                plans = (plan, reconstruct(calib, "bias")(plan), reconstruct(calib)(plan))
+                rows.append(RecoveryRow(name, sparsity, *(_accuracy(apply_patterns(p), x_te, y_te) for p in plans)))
+                bar.update(1)
+    return tuple(rows)
+
+
+@contextlib.contextmanager
+def _noting(notes: dict[str, None]) -> Iterator[None]:
+    """Collects the FpruneWarnings raised inside into `notes` (each once); others pass on."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", FpruneWarning)
-        pruned: nn.Module = pipe(source, method.scorer(seed), topk_mask(sparsity), apply_patterns)
+        yield
     for w in caught:
         if issubclass(w.category, FpruneWarning):
             notes.setdefault(f"{w.category.__name__}: {w.message}", None)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return pruned
 
 
 @contextlib.contextmanager
@@ -421,6 +478,10 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None) -> DemoResul
                 _train(pruned, x_tr, y_tr, epochs=config.finetune_epochs, lr=config.finetune_lr,
                        batch_size=config.batch_size, seed=config.seed)
                 measured.append((name, sparsity, pruned, acc_pruned, _accuracy(pruned, x_te, y_te)))
+        recovery: tuple[RecoveryRow, ...] = ()
+        if config.recovery:
+            with tqdm(total=4 * len(config.sparsities), desc="recovery", unit="plan", **bars) as bar:
+                recovery = _recovery(model, config, x_tr, x_te, y_te, notes, bar)
         models = [model, *(m[2] for m in measured)]
         with tqdm(total=config.latency_repeats + 1, desc="latency", unit="round", **bars) as bar:
             times = _latencies(models, timing_batch, config.latency_repeats, bar)
@@ -432,7 +493,8 @@ def run_demo(out_dir: str | Path, config: DemoConfig | None = None) -> DemoResul
     baseline = SweepRow("unpruned", 0.0, params0, macs0, 1e3 * times[0], 1.0, acc, acc)
     data = {"train": len(x_tr), "test": len(x_te)}
     seconds = time.perf_counter() - started
-    result = DemoResult(config, baseline, tuple(rows), tuple(notes), seconds, out / REPORT, out / PLOT, data)
+    result = DemoResult(config, baseline, tuple(rows), tuple(notes), seconds, out / REPORT, out / PLOT, data,
+                        recovery)
     result.report.write_text(_report(result), encoding="utf-8")
     _plot(deps, result)
     return result
@@ -469,12 +531,14 @@ def _command(config: DemoConfig) -> str:
     flags = (("--seed", "seed"), ("--epochs", "epochs"), ("--finetune-epochs", "finetune_epochs"))
     parts = ["fprune demo --out DIR"]
     parts += [f"{flag} {getattr(config, key)}" for flag, key in flags if getattr(config, key) != getattr(default, key)]
+    if not config.recovery:
+        parts.append("--no-recovery")
     if config.methods != default.methods:
         parts.append("--methods " + ",".join(config.methods))
     if config.sparsities != default.sparsities:
         parts.append("--sparsities " + ",".join(f"{s:g}" for s in config.sparsities))
     rest = [f"{f.name}={getattr(config, f.name)!r}" for f in fields(DemoConfig)
-            if f.name not in ("seed", "epochs", "finetune_epochs", "methods", "sparsities", "progress")
+            if f.name not in ("seed", "epochs", "finetune_epochs", "methods", "sparsities", "progress", "recovery")
             and getattr(config, f.name) != getattr(default, f.name)]
     return " ".join(parts) + (f" (and DemoConfig({', '.join(rest)}))" if rest else "")
 
@@ -482,6 +546,21 @@ def _command(config: DemoConfig) -> str:
 def _report(result: DemoResult) -> str:
     c, b = result.config, result.baseline
     notes = "".join(f"\n- {n}" for n in result.notes) or "\n- none"
+    images = min(c.calib, result.data.get("train", c.calib))
+    recovery = "" if not result.recovery else f"""
+## Retraining-free recovery
+
+Test accuracy right after `pipe(model, scorer, topk_mask(sparsity), [reconstruct(calib, method)],
+apply_patterns)`, no fine-tune. `calib` is the first {images} training images in batches of
+{c.batch_size}; the scorers (L1 on the weights; activation `mean |X|`, Wanda `|W| * ||X||`, FLAP
+`var(X) * ||W||^2` on the calibration inputs) and `reconstruct` see the same ones. `bias` is FLAP's
+compensation (the convolutions have no bias: what they lose reaches the BatchNorm statistics,
+re-estimated on the batches), `lstsq` re-solves each consumer's kept weights from the pruned model's
+own inputs (`damp=0.01`). The reconstructed models are not the original with the removed channels
+zero: they are fitted to its outputs on the calibration images.
+
+{result.recovery_table()}
+"""
     return f"""# fprune demo: structured pruning of a small CNN on scikit-learn digits
 
 Command: `{_command(c)}` (seed {c.seed}); wall time {result.seconds:.0f} s.
@@ -511,7 +590,7 @@ Warnings while pruning (each reported once):{notes}
 {result.table()}
 
 ![accuracy vs MACs]({PLOT})
-"""
+{recovery}"""
 
 
 def _plot(deps: SimpleNamespace, result: DemoResult) -> None:

@@ -414,6 +414,12 @@ def test_demo_is_deterministic(tmp_path: Path) -> None:
 
     assert [stable(r) for r in (first.baseline, *first.rows)] == [stable(r) for r in (second.baseline, *second.rows)]
     assert first.rows[0].params < first.baseline.params and first.rows[0].macs < first.baseline.macs
+    assert first.recovery == second.recovery
+    assert [r.scorer for r in first.recovery] == ["l1", "activation", "wanda", "flap"]
+    assert all(0.0 <= acc <= 1.0 for r in first.recovery for acc in (r.none, r.bias, r.lstsq))
+    report = first.report.read_text()
+    assert "## Retraining-free recovery" in report and first.recovery_table() in report
+    assert "--no-recovery" in run_demo(tmp_path / "c", dataclasses.replace(config, recovery=False)).report.read_text()
 
 
 def test_demo_missing_dependency(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
