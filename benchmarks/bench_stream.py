@@ -14,7 +14,13 @@ Each reports its peak resident set over its resident set after the imports (Linu
 through ``/proc/self/clear_refs``) and its time.  Targets: peak <= the largest input shard + 0.5 GB;
 time <= 2x the floor.
 
-    .venv/bin/python benchmarks/bench_stream.py [--hidden 2048] [--layers 24] [--keep-files DIR]
+The checkpoint is written tensor by tensor from the meta model's shapes (normal(0, 0.02) weights,
+norms of ones), one shard in memory at a time, so a real-size config needs disk, not RAM:
+``--preset llama3-8b`` (hidden 4096, 32 layers, intermediate 14336, 32 heads, 8 KV heads, vocab
+128256: 16 GB in bfloat16, about 26 GB of disk with the output) is the run for a larger machine
+(``benchmarks/stream_real_size.sh`` checks the disk first).
+
+    .venv/bin/python benchmarks/bench_stream.py [--hidden 2048] [--layers 24] [--preset llama3-8b] [--keep-files DIR]
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 
 def _rss(field: str) -> float:
@@ -72,6 +79,47 @@ def _child(mode: str, src: str, out: str, kept_bytes: str) -> None:
     print(json.dumps(result))
 
 
+PRESETS = {  # name -> (hidden, layers, intermediate, heads, kv heads, vocab)
+    "1.2b": (2048, 24, 5632, 16, 4, 32000),
+    "llama3-8b": (4096, 32, 14336, 32, 8, 128256),
+}
+
+
+def _write_checkpoint(src: Path, config: Any, shard_bytes: int = 10**9) -> None:
+    """Random bfloat16 weights for `config`'s Llama, written shard by shard with an index."""
+    import torch
+    import transformers
+    from safetensors.torch import save_file
+
+    with torch.device("meta"):
+        shapes = [(k, v.shape) for k, v in transformers.LlamaForCausalLM(config).state_dict().items()]
+    src.mkdir(parents=True, exist_ok=True)
+    config.architectures = ["LlamaForCausalLM"]  # as save_pretrained of the model writes it
+    config.save_pretrained(src)
+    generator = torch.Generator().manual_seed(0)
+    groups: list[list[tuple[str, torch.Size]]] = [[]]
+    size = 0
+    for name, shape in shapes:
+        nbytes = 2 * shape.numel()
+        if groups[-1] and size + nbytes > shard_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append((name, shape))
+        size += nbytes
+    weight_map: dict[str, str] = {}
+    for i, group in enumerate(groups):
+        file = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
+        tensors = {name: (torch.ones(shape) if name.endswith("norm.weight") else
+                          torch.randn(shape, generator=generator) * 0.02).to(torch.bfloat16)
+                   for name, shape in group}
+        save_file(tensors, str(src / file), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(tensors, file))
+        del tensors
+    total = 2 * sum(shape.numel() for _, shape in shapes)
+    (src / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+
+
 def _run(*args: str) -> dict[str, float]:
     done = subprocess.run([sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
@@ -79,9 +127,11 @@ def _run(*args: str) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--hidden", type=int, default=2048)
-    parser.add_argument("--layers", type=int, default=24)
-    parser.add_argument("--intermediate", type=int, default=5632)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="1.2b",
+                        help="the Llama shape (default 1.2b); --hidden, --layers, --intermediate override it")
+    parser.add_argument("--hidden", type=int)
+    parser.add_argument("--layers", type=int)
+    parser.add_argument("--intermediate", type=int)
     parser.add_argument("--keep-files", help="write the checkpoints here and keep them (default: a temp dir)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -91,19 +141,20 @@ def main() -> None:
     import torch
     import transformers
 
+    hidden, layers, intermediate, heads, kv_heads, vocab = PRESETS[args.preset]
+    hidden, layers = args.hidden or hidden, args.layers or layers
+    intermediate = args.intermediate or intermediate
     root = Path(args.keep_files or tempfile.mkdtemp())
     src = root / "src"
     try:
         if not (src / "config.json").exists():
-            config = transformers.LlamaConfig(hidden_size=args.hidden, intermediate_size=args.intermediate,
-                                              num_hidden_layers=args.layers, num_attention_heads=16,
-                                              num_key_value_heads=4, vocab_size=32000, tie_word_embeddings=False,
-                                              max_position_embeddings=2048)
-            torch.manual_seed(0)
+            config = transformers.LlamaConfig(hidden_size=hidden, intermediate_size=intermediate,
+                                              num_hidden_layers=layers, num_attention_heads=heads,
+                                              num_key_value_heads=kv_heads, vocab_size=vocab,
+                                              tie_word_embeddings=False, max_position_embeddings=2048,
+                                              dtype="bfloat16")
             t0 = time.perf_counter()
-            model = transformers.LlamaForCausalLM(config).to(torch.bfloat16)
-            model.save_pretrained(src, max_shard_size="1GB")
-            del model
+            _write_checkpoint(src, config)
             print(f"wrote the synthetic checkpoint in {time.perf_counter() - t0:.0f} s")
         shards = sorted(src.glob("*.safetensors"))
         size, largest = sum(f.stat().st_size for f in shards), max(f.stat().st_size for f in shards)
@@ -114,8 +165,8 @@ def main() -> None:
         shutil.rmtree(root / "out", ignore_errors=True)
         stream = _run("stream", str(src), str(root / "out"), "0")
         floor = _run("floor", str(src), str(root / "floor"), str(int(stream["bytes_after"])))
-        print(f"torch {torch.__version__}, transformers {transformers.__version__}; Llama hidden {args.hidden}, "
-              f"{args.layers} layers, bfloat16: {size / 1e9:.2f} GB in {len(shards)} shards (largest "
+        print(f"torch {torch.__version__}, transformers {transformers.__version__}; Llama hidden {hidden}, "
+              f"{layers} layers, intermediate {intermediate}, {heads} heads over {kv_heads} KV heads, vocab {vocab}, bfloat16: {size / 1e9:.2f} GB in {len(shards)} shards (largest "
               f"{largest / 1e9:.2f} GB); kept {stream['kept']:.1%} ({stream['bytes_after'] / 1e9:.2f} GB)")
         target = largest + 0.5e9
         print(f"stream: {stream['seconds']:.1f} s, peak over imports {stream['peak_over_imports'] / 1e9:.2f} GB "
