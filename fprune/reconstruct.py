@@ -199,12 +199,13 @@ class Reconstruct:
         current = _tensor(pruned, weight_fqn)
         w0 = current.detach().to(torch.float64).reshape(current.shape[0], -1)
         b0 = _tensor(pruned, bias_fqn).detach().to(torch.float64) if module.bias is not None else None
-        rows = torch.tensor(target.rows, dtype=torch.long) if target.rows is not None else None
+        f64, device = torch.float64, current.device  # the statistics live beside the model (a GPU's too)
+        rows = torch.tensor(target.rows, dtype=torch.long, device=device) if target.rows is not None else None
         k = w0.shape[1]
-        gram = torch.zeros(k, k, dtype=torch.float64)
-        cross = torch.zeros(w0.shape[0], k, dtype=torch.float64)  # E[(y - b) x~^T]
-        mean_x = torch.zeros(k, dtype=torch.float64)
-        mean_y = torch.zeros(w0.shape[0], dtype=torch.float64)
+        gram = torch.zeros(k, k, dtype=f64, device=device)
+        cross = torch.zeros(w0.shape[0], k, dtype=f64, device=device)  # E[(y - b) x~^T]
+        mean_x = torch.zeros(k, dtype=f64, device=device)
+        mean_y = torch.zeros(w0.shape[0], dtype=f64, device=device)
         energy = z_energy = 0.0  # E||y||^2, E||y - b||^2 (sums)
         count = 0
         for y, x in zip(ys, xs):
@@ -241,7 +242,7 @@ class Reconstruct:
         else:
             if self.damp > 0:
                 scale = float(gram.diagonal().mean()) or 1.0
-                system = gram + self.damp * scale * torch.eye(k, dtype=torch.float64)
+                system = gram + self.damp * scale * torch.eye(k, dtype=f64, device=device)
                 solved = torch.linalg.solve(system, cross.T).T
             else:
                 solved = cross @ torch.linalg.pinv(gram, hermitian=True)
@@ -265,7 +266,8 @@ class Reconstruct:
 
     def _correct_norm(self, norm: _Norm, dense: list[Any], pruned: list[Any], model: nn.Module) -> dict[str, Tensor]:
         """New running statistics for a BatchNorm whose input changed; nothing if it did not."""
-        keep = torch.tensor(norm.keep, dtype=torch.long) if norm.keep is not None else None
+        device = dense[0].device if dense and isinstance(dense[0], Tensor) else None
+        keep = torch.tensor(norm.keep, dtype=torch.long, device=device) if norm.keep is not None else None
         picked = [d if keep is None else d.index_select(1, keep) for d in dense]
         if all(_same(p, q) for p, q in zip(picked, pruned)):  # up to rounding: nothing to correct
             return {}
