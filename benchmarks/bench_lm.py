@@ -26,19 +26,30 @@ ratio is in the table); (2) the best activation-aware scorer beats L1 without re
 the 3 settings; (3) ``reconstruct``'s median time is at most 5x one forward pass of the dense
 model over the calibration batches.
 
-    .venv/bin/python benchmarks/bench_lm.py [--steps 900] [--calib 8] [--seed 0]
+Torch-Pruning, where it is importable, prunes the same trained model at each setting with L1
+magnitude (``GroupMagnitudeImportance(p=1)``, its LLM example's recipe: ``pruning_ratio_dict`` on
+the MLP's gate/up projections, on the embedding for the hidden width, ``num_heads`` with
+``head_pruning_ratio`` for the KV groups), each in a child process killed after ``--tp-timeout``
+seconds (it has been seen to hang on grouped-query attention).  It is not a dependency; e.g.
+``.venv/bin/pip install --no-deps --target /tmp/tp torch-pruning==1.6.1`` and ``PYTHONPATH=/tmp/tp``.
+
+    .venv/bin/python benchmarks/bench_lm.py [--steps 900] [--calib 8] [--seed 0] [--tp-timeout 120]
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import math
 import pathlib
 import platform
 import random
 import statistics
+import subprocess
+import sys
 import sysconfig
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -144,6 +155,65 @@ def attention_setting(scored: Scored) -> tuple[hf.Widths, str]:
     return hf.widths(heads=0.25), ""
 
 
+def torch_pruning_child(label: str, state: str, held: str, seq_len: int) -> None:
+    """Prunes the saved model with Torch-Pruning at one setting; prints its perplexity as JSON."""
+    import torch_pruning as tp  # type: ignore[import-not-found]
+
+    warnings.simplefilter("ignore")
+    model: Any = build_model(seq_len)
+    model.load_state_dict(torch.load(state))
+    model.eval()
+    held_out = torch.load(held)
+    layers = list(model.model.layers)
+    before = sum(p.numel() for p in model.parameters())
+    extra: dict[str, Any] = {}
+    if label.startswith("mlp="):
+        ratio = float(label.partition("=")[2])
+        extra["pruning_ratio_dict"] = {m: ratio for layer in layers for m in (layer.mlp.gate_proj, layer.mlp.up_proj)}
+        extra["ignored_layers"] = [model.lm_head, model.model.embed_tokens, *(layer.self_attn for layer in layers)]
+    elif label.startswith("hidden="):
+        extra["pruning_ratio_dict"] = {model.model.embed_tokens: float(label.partition("=")[2])}
+    else:  # kv_heads=F: whole KV groups with their query heads
+        extra["num_heads"] = {m: n for layer in layers for m, n in ((layer.self_attn.q_proj, 8),
+                                                                    (layer.self_attn.k_proj, 2),
+                                                                    (layer.self_attn.v_proj, 2))}
+        extra |= {"prune_num_heads": True, "prune_head_dims": False,
+                  "head_pruning_ratio": float(label.partition("=")[2]), "ignored_layers": [model.lm_head]}
+    start = time.perf_counter()
+    pruner = tp.pruner.MetaPruner(model, example_inputs=held_out[:1], importance=tp.importance.GroupMagnitudeImportance(p=1),
+                                  pruning_ratio=0.0, output_transform=lambda out: out.logits, **extra)
+    pruner.step()
+    seconds = time.perf_counter() - start
+    kept = sum(p.numel() for p in model.parameters()) / before
+    print(json.dumps({"ppl": perplexity(model, held_out), "seconds": seconds, "kept": kept}))
+
+
+def torch_pruning_rows(model: nn.Module, held_out: Tensor, labels: list[str], seq_len: int,
+                       timeout: float) -> dict[str, str]:
+    """Torch-Pruning's perplexity per setting (or why there is none), each in a child process."""
+    if importlib.util.find_spec("torch_pruning") is None:
+        return {}
+    out: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        state, held = f"{tmp}/model.pt", f"{tmp}/held.pt"
+        torch.save(model.state_dict(), state)
+        torch.save(held_out, held)
+        for label in labels:
+            command = [sys.executable, __file__, "--tp-child", label, state, held, str(seq_len)]
+            try:
+                done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                out[label] = f"no result in {timeout:.0f} s (killed)"
+                continue
+            if done.returncode:
+                last = (done.stderr.strip().splitlines() or ["?"])[-1]
+                out[label] = f"raised: {last[:120]}"
+                continue
+            found = json.loads(done.stdout.strip().splitlines()[-1])
+            out[label] = f"{found['ppl']:.3f} ({found['kept']:.1%} of the parameters kept, {found['seconds']:.2f} s)"
+    return out
+
+
 def timed(stage: Callable[[Plan], Plan], plan: Plan) -> tuple[Plan, float]:
     start = time.perf_counter()
     out = stage(plan)
@@ -161,7 +231,14 @@ def main() -> None:
     parser.add_argument("--train-mb", type=float, default=4.0, help="training text in MB (default 4)")
     parser.add_argument("--eval-kb", type=float, default=200.0, help="held-out text in KB (default 200)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tp-timeout", type=float, default=120.0,
+                        help="seconds before a Torch-Pruning run is killed (default 120)")
+    parser.add_argument("--tp-child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.tp_child:
+        label, state, held, seq_len = args.tp_child
+        torch_pruning_child(label, state, held, int(seq_len))
+        return
     warnings.simplefilter("ignore")
     started = time.perf_counter()
     torch.manual_seed(args.seed)
@@ -256,8 +333,12 @@ def main() -> None:
     print(f"- (3) reconstruct: lstsq median {lstsq_median:.2f} s = {lstsq_median / forward:.1f}x, bias median "
           f"{bias_median:.2f} s = {bias_median / forward:.1f}x one forward pass over the calibration batches "
           f"({forward:.3f} s, median of 3): <= 5x {'met' if lstsq_median <= 5 * forward else 'NOT met'}")
-    torch_pruning = importlib.util.find_spec("torch_pruning") is not None
-    print(f"\nTorch-Pruning: not run ({'installed' if torch_pruning else 'not installed'} in this environment)")
+    tp_rows = torch_pruning_rows(model, held_out, labels, seq, args.tp_timeout)
+    if not tp_rows:
+        print("\nTorch-Pruning: not run (not importable here; see the module docstring)")
+    for label, found in tp_rows.items():
+        print(f"- Torch-Pruning {label}, L1 magnitude, no recovery: {found} (fprune l1 none: "
+              f"{results[label, 'l1']['none']:.3f})")
     print(f"total time {time.perf_counter() - started:.0f} s")
 
 
