@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
