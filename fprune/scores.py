@@ -49,6 +49,7 @@ __all__ = [
 
 # 16-bit floats are scored in float32 (several kernels, e.g. cdist, lack them on CPU)
 _UPCAST = (torch.float16, torch.bfloat16)
+_BLOCK = 1 << 24  # entries a rowwise scorer sees at once (64 MB in float32)
 _SEED_LIMIT = 2**64  # torch.Generator.manual_seed accepts seeds in [0, 2**64)
 
 
@@ -107,9 +108,12 @@ def _check_tensor(weight: object, where: str, *, min_dim: int, form: str) -> Ten
 
 
 def _all_finite(t: Tensor) -> bool:
-    """``isfinite(t).all()``, mostly through one float32 sum: a NaN or inf anywhere makes the sum
-    non-finite, and only then (or when finite values overflow it) is every element checked."""
-    return math.isfinite(float(t.sum(dtype=torch.float32))) or bool(torch.isfinite(t).all())
+    """``isfinite(t).all()``, mostly through float32 sums of blocks of rows (a 16-bit block is upcast
+    alone, so the temporaries stay small): a NaN or inf anywhere makes its block's sum non-finite,
+    and only then (or when finite values overflow it) are that block's elements checked."""
+    step = max(1, _BLOCK // max(t[0].numel(), 1)) if t.dim() else 1
+    blocks = [t[i:i + step] for i in range(0, t.shape[0], step)] if t.dim() else [t]
+    return all(math.isfinite(float(b.sum(dtype=torch.float32))) or bool(torch.isfinite(b).all()) for b in blocks)
 
 
 def _check_grad(weight: Tensor, where: str) -> Tensor:
@@ -151,11 +155,15 @@ def _run_rows(
     with torch.no_grad():
         m = matrix.detach()
         g = None if grad is None else grad.detach()
-        if m.dtype in _UPCAST:
-            m = m.float()
-            g = None if g is None else g.float()
-        out = scorer.rows(m, g)
         n = matrix.shape[0]
+        step = max(1, _BLOCK // max(m.shape[1], 1)) if scorer.rowwise and m.numel() > _BLOCK else n
+        parts = []
+        for i in range(0, max(n, 1), step):  # rowwise: blocks of rows, each upcast and scored alone
+            mi, gi = m[i:i + step], None if g is None else g[i:i + step]
+            if m.dtype in _UPCAST:
+                mi, gi = mi.float(), None if gi is None else gi.float()
+            parts.append(scorer.rows(mi, gi))
+        out = parts[0] if len(parts) == 1 else torch.cat(parts) if all(isinstance(p, Tensor) for p in parts) else parts
         if not isinstance(out, Tensor) or tuple(out.shape) != (n,):
             found = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise InvalidArgumentError(
@@ -288,7 +296,7 @@ class _RandomRows:
 
 # --------------------------------------------------------------------------- scorer values
 
-score_l1 = Scorer(name="score_l1", rows=_l1_rows)
+score_l1 = Scorer(name="score_l1", rows=_l1_rows, rowwise=True)
 """L1 norm of each row (``|w|`` summed over everything but dim 0).
 
 Equals the saliency of ``torch.ao``'s ``SaliencyPruner``
@@ -301,7 +309,7 @@ Example:
     tensor([3., 1.])
 """
 
-score_l2 = Scorer(name="score_l2", rows=_l2_rows)
+score_l2 = Scorer(name="score_l2", rows=_l2_rows, rowwise=True)
 """L2 norm of each row.
 
 Example:
@@ -311,7 +319,7 @@ Example:
     tensor([2., 2.])
 """
 
-score_taylor = Scorer(name="score_taylor", rows=_taylor_rows, needs_grad=True)
+score_taylor = Scorer(name="score_taylor", rows=_taylor_rows, needs_grad=True, rowwise=True)
 """First-order Taylor importance: ``sum(|w * grad|)`` over each row.
 
 Needs ``weight.grad``: run ``loss.backward()`` first.
@@ -325,7 +333,7 @@ Example:
     tensor([3., 0.])
 """
 
-score_bn_scale = Scorer(name="score_bn_scale", rows=_l1_rows, source="norm")
+score_bn_scale = Scorer(name="score_bn_scale", rows=_l1_rows, source="norm", rowwise=True)
 """Magnitude of a per-channel scale, e.g. BatchNorm ``gamma`` (network slimming).
 
 On a 1-D tensor it returns ``|x|``; on a 2-D or larger tensor, the L1 norm of

@@ -110,8 +110,15 @@ def read_tensor(f: BinaryIO, entry: TensorEntry) -> Tensor:
     tensor by tensor holds one tensor at a time, whatever the file's size.
     """
     f.seek(entry.start)
-    data = bytearray(f.read(entry.nbytes))
-    if len(data) != entry.nbytes:
+    data = bytearray(entry.nbytes)  # read into it: bytearray(f.read(n)) holds the bytes twice at its peak
+    view, got = memoryview(data), 0
+    while got < entry.nbytes:
+        n = f.readinto(view[got:])  # type: ignore[attr-defined]
+        if not n:
+            break
+        got += n
+    view.release()
+    if got != entry.nbytes:
         raise CheckpointError(f"{entry.file} ended while reading a tensor of {entry.nbytes} bytes: truncated")
     dtype = DTYPES[entry.dtype]
     flat = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)

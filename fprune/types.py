@@ -100,6 +100,9 @@ class Scorer:
     source: Literal["weight", "norm"] = "weight"  # what a lifted scorer reads in each group
     needs_grad: bool = False  # True: rows receives the gradient and it must exist
     args: tuple[tuple[str, Any], ...] = ()  # the factory arguments, for repr
+    # True: each row's score depends on that row alone, so a large matrix may be scored a block of
+    # rows at a time (bounded float32 temporaries of a 16-bit checkpoint's embedding, say)
+    rowwise: bool = False
 
     def __repr__(self) -> str:
         return f"{self.name}({_format_args(self.args)})" if self.args else self.name

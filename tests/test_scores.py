@@ -265,11 +265,19 @@ def test_finite_check_agrees_with_isfinite(rows: int, cols: int, data: st.DataOb
     values = data.draw(st.lists(pool, min_size=rows * cols, max_size=rows * cols))
     dtype = data.draw(st.sampled_from([torch.float64, torch.float32, torch.bfloat16]))
     weight = torch.tensor(values, dtype=torch.float64).reshape(rows, cols).to(dtype)
-    if bool(torch.isfinite(weight).all()):
-        assert score_l1(weight).shape == (rows,)
-    else:
-        with pytest.raises(InvalidWeightError, match="NaN or inf"):
-            score_l1(weight)
+    import fprune.scores as scores_module
+
+    saved = scores_module._BLOCK
+    try:
+        for block in (saved, 1, cols + 1):  # one block; a row per block; two rows per block
+            scores_module._BLOCK = block
+            if bool(torch.isfinite(weight).all()):
+                assert score_l1(weight).shape == (rows,)
+            else:
+                with pytest.raises(InvalidWeightError, match="NaN or inf"):
+                    score_l1(weight)
+    finally:
+        scores_module._BLOCK = saved
 
 
 def test_bn_scale_rejects_scalars_and_nan() -> None:
@@ -340,3 +348,25 @@ def test_error_names_the_tensor_when_given() -> None:
     """score_tensor's name argument appears in the message."""
     with pytest.raises(InvalidWeightError, match="fc.weight"):
         score_tensor(score_l1, torch.ones(3), name="fc.weight")
+
+
+@settings(max_examples=examples(20))
+@given(rows=st.integers(1, 9), cols=st.integers(1, 7), block=st.integers(1, 40), seed=seeds(),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+def test_rowwise_scorers_score_blocks_of_rows_alike(rows: int, cols: int, block: int, seed: int,
+                                                    dtype: torch.dtype) -> None:
+    """A rowwise scorer scores a large matrix a block of rows at a time (bounded temporaries): the
+    scores are those of the whole matrix, also on a transposed view (an embedding's channels)."""
+    import fprune.scores as scores_module
+
+    weight = torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed)).to(dtype)
+    whole = {s.name: s(weight) for s in (score_l1, score_l2)} | {"t": score_l1(weight.T)}
+    saved = scores_module._BLOCK
+    scores_module._BLOCK = block
+    try:
+        blocked = {s.name: s(weight) for s in (score_l1, score_l2)} | {"t": score_l1(weight.T)}
+    finally:
+        scores_module._BLOCK = saved
+    for name, value in whole.items():
+        torch.testing.assert_close(blocked[name], value, rtol=1e-6, atol=0)
+    assert score_l1.rowwise and not score_fpgm().rowwise
