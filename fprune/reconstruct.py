@@ -129,7 +129,7 @@ class Reconstruct:
         no_bias = sorted(t.name for t in targets.values() if self.method == "bias" and t.module.bias is None)
         targets = {k: t for k, t in targets.items() if t.name not in no_bias}
         if not targets and not norms:
-            self._warn_left(skipped, no_bias)
+            self._warn_left(skipped, no_bias, bool(norms))
             return plan
         batches = _materialise(self.batches, repr(self), traced_constants(analysis))
         if analysis.source is None:
@@ -148,7 +148,7 @@ class Reconstruct:
         if twice:
             skipped.extend(twice)
         wanted = {k: v for k, v in {**targets, **norms}.items() if k in once}
-        self._warn_left(skipped, no_bias)
+        self._warn_left(skipped, no_bias, bool(norms))
         values = dict(plan.values)
         report: dict[str, tuple[float, float]] = {}
         todo = set(wanted)
@@ -179,14 +179,15 @@ class Reconstruct:
         return Plan(plan.analysis, plan.masks, plan.options, MappingProxyType(values),
                     MappingProxyType({**plan.reconstruction, **report}))
 
-    def _warn_left(self, skipped: list[str], no_bias: list[str]) -> None:
+    def _warn_left(self, skipped: list[str], no_bias: list[str], norms: bool) -> None:
         """Warns of the consumers left as pruned: not re-solvable, or (method='bias') without a bias."""
         if skipped:
             warnings.warn(f"{self!r} re-solves Linear and Conv2d (groups=1, zero padding) consumers called once "
                           f"only; left as pruned: {', '.join(skipped)}", FpruneWarning, stacklevel=3)
         if no_bias:
+            after = "; the BatchNorms whose input changed are re-estimated" if norms else ""
             warnings.warn(f"{self!r}: {', '.join(no_bias)} have no bias to hold the removed channels' mean "
-                          "contribution; left as pruned (method='lstsq' re-solves their weights instead)",
+                          f"contribution; left as pruned{after} (method='lstsq' re-solves their weights instead)",
                           FpruneWarning, stacklevel=3)
 
     # ----------------------------------------------------------------------------------
