@@ -267,9 +267,7 @@ def record_inputs(analysis: Analysis, consumers: list[str], batches: Iterable[An
     def record(name: str, x: Any) -> Any:
         if isinstance(x, Tensor):
             if not bool(torch.isfinite(x).all()):
-                raise InvalidArgumentError(
-                    f"{where}: the input of {name!r} holds NaN or inf on calibration batch {seen}: the "
-                    "statistics would be meaningless. Fix: check the batches (and the model's dtype)")
+                raise non_finite(where, f"the input of {name!r}", seen)
             stats[name].add(x, _channel_dim(modules[name]))
         return x
 
@@ -285,21 +283,35 @@ def record_inputs(analysis: Analysis, consumers: list[str], batches: Iterable[An
             except (RuntimeError, TypeError, ValueError, IndexError, AssertionError) as exc:
                 if isinstance(exc, (InvalidArgumentError, InvalidTypeError)):
                     raise
-                exported = "" if analysis.source is None else (
-                    "; an ExportedProgram runs only the input shapes it was exported with, so give batches "
-                    "of exactly those shapes (for fprune.hf: trace(model, seq_len=..., batch=...) to match "
-                    "the batches)")
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                raise InvalidArgumentError(
-                    f"{where}: calibration batch {seen} does not fit the model ({type(exc).__name__}: "
-                    f"{reason}). Fix: give batches shaped like the model's inputs{exported}") from exc
+                raise misfit(where, seen, exc, exported=analysis.source is not None) from exc
             seen += 1
             bar.update(1)
     if not seen:
-        raise InvalidArgumentError(
-            f"{where}: the calibration batches yielded nothing (a generator serves one call; pass a list "
-            "to use them again)")
+        raise no_batches(where)
     return stats
+
+
+def misfit(where: str, index: int, exc: BaseException, *, exported: bool, node: str | None = None) -> InvalidArgumentError:
+    """The error for a calibration batch the model cannot run: the first line of what it raised, and
+    (an ExportedProgram) that only the traced shapes run."""
+    hint = ("; an ExportedProgram runs only the input shapes it was exported with, so give batches of exactly "
+            "those shapes (for fprune.hf: trace(model, seq_len=..., batch=...) to match the batches)") if exported else ""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    at = f" at node {node!r}" if node else ""
+    return InvalidArgumentError(f"{where}: calibration batch {index} does not fit the model{at} ({type(exc).__name__}: "
+                                f"{reason}). Fix: give batches shaped like the model's inputs{hint}")
+
+
+def non_finite(where: str, what: str, index: int) -> InvalidArgumentError:
+    """The error for an activation holding NaN or inf on a calibration batch."""
+    return InvalidArgumentError(f"{where}: {what} holds NaN or inf on calibration batch {index}: the statistics "
+                                "would be meaningless. Fix: check the batches (and the model's dtype)")
+
+
+def no_batches(where: str) -> InvalidArgumentError:
+    """The error for calibration batches that yield nothing."""
+    return InvalidArgumentError(f"{where}: the calibration batches yielded nothing (a generator serves one call; "
+                                "pass a list to use them again)")
 
 
 def traced_constants(analysis: Analysis) -> dict[str, Any]:

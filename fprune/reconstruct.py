@@ -73,7 +73,7 @@ from torch.export import ExportedProgram
 from torch.fx import GraphModule, Interpreter, Node
 from torch.utils._pytree import tree_flatten
 
-from fprune.calibrate import _check, _evaluating, _progress, call_args, traced_constants
+from fprune.calibrate import _check, _evaluating, _progress, call_args, misfit, no_batches, non_finite, traced_constants
 from fprune.errors import FpruneWarning, InvalidArgumentError, InvalidTypeError, InvalidWeightError
 from fprune.plan import Plan
 
@@ -142,7 +142,9 @@ class Reconstruct:
             program = apply_patterns(plan)
             assert isinstance(program, ExportedProgram)
             pruned_model = program.module()
-        dense, pruned = _Walk(dense_model, batches, repr(self)), _Walk(pruned_model, batches, repr(self))
+        exported = analysis.source is not None
+        dense = _Walk(dense_model, batches, repr(self), exported)
+        pruned = _Walk(pruned_model, batches, repr(self), exported)
         once = {k for k in {**targets, **norms} if dense.keys[k] == 1 and pruned.keys[k] == 1}
         twice = sorted(t.name for k, t in targets.items() if k not in once)
         if twice:
@@ -259,9 +261,7 @@ class Reconstruct:
         for i, (y, x) in enumerate(zip(ys, xs)):
             for what, t in (("input", x), ("output", y)):
                 if not bool(torch.isfinite(t).all()):
-                    raise InvalidArgumentError(
-                        f"{self!r}: the {what} of {target.name!r} holds NaN or inf on calibration batch {i}: the "
-                        "statistics would be meaningless. Fix: check the batches (and the model's dtype)")
+                    raise non_finite(repr(self), f"the {what} of {target.name!r}", i)
         raise InvalidArgumentError(  # finite values whose squares overflow float64
             f"{self!r}: the statistics of {target.name!r}'s input overflow; check the scale of the batches")
 
@@ -373,9 +373,7 @@ def _solvable(module: nn.Module) -> bool:
 def _materialise(batches: Iterable[Any], where: str, constants: dict[str, Any]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
     calls = [call_args(batch, constants, where, i) for i, batch in enumerate(batches)]
     if not calls:
-        raise InvalidArgumentError(
-            f"{where}: the calibration batches yielded nothing (a generator serves one call; pass a list "
-            "to use them again)")
+        raise no_batches(where)
     return calls
 
 
@@ -405,9 +403,10 @@ def _evaluating_bn(node: Node) -> bool:
 class _Walk:
     """Runs a GraphModule node by node over every batch at once, pausing at named nodes."""
 
-    def __init__(self, model: GraphModule, calls: list[tuple[tuple[Any, ...], dict[str, Any]]], where: str) -> None:
+    def __init__(self, model: GraphModule, calls: list[tuple[tuple[Any, ...], dict[str, Any]]], where: str,
+                 exported: bool) -> None:
         self.nodes = list(model.graph.nodes)
-        self.where = where
+        self.where, self.exported = where, exported
         self.at = 0
         self.keys: Counter[str] = Counter(k for n in self.nodes for k in set(_node_keys(n)))
         last: dict[Node, int] = {}
@@ -456,11 +455,7 @@ class _Walk:
             except (RuntimeError, TypeError, ValueError, IndexError, AssertionError, StopIteration) as exc:
                 if isinstance(exc, (InvalidArgumentError, InvalidTypeError)):
                     raise
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                raise InvalidArgumentError(
-                    f"{self.where}: calibration batch {i} does not fit the model ({type(exc).__name__}: {reason}). "
-                    "Fix: give batches shaped like the model's inputs (an ExportedProgram runs only the input "
-                    "shapes it was exported with)") from exc
+                raise misfit(self.where, i, exc, exported=self.exported, node=node.name) from exc
             outputs.append(run.env[node])
         for used in self.frees.get(self.at, ()):
             for run in self.runs:

@@ -111,9 +111,14 @@ def _all_finite(t: Tensor) -> bool:
     """``isfinite(t).all()``, mostly through float32 sums of blocks of rows (a 16-bit block is upcast
     alone, so the temporaries stay small): a NaN or inf anywhere makes its block's sum non-finite,
     and only then (or when finite values overflow it) are that block's elements checked."""
-    step = max(1, _BLOCK // max(t[0].numel(), 1)) if t.dim() else 1
+    step = _rows_per_block(t)
     blocks = [t[i:i + step] for i in range(0, t.shape[0], step)] if t.dim() else [t]
     return all(math.isfinite(float(b.sum(dtype=torch.float32))) or bool(torch.isfinite(b).all()) for b in blocks)
+
+
+def _rows_per_block(t: Tensor) -> int:
+    """How many of `t`'s rows (dim 0) make a block of at most ``_BLOCK`` entries (at least one row)."""
+    return max(1, _BLOCK // max(t[0].numel(), 1)) if t.dim() and t.shape[0] else 1
 
 
 def _check_grad(weight: Tensor, where: str) -> Tensor:
@@ -156,14 +161,15 @@ def _run_rows(
         m = matrix.detach()
         g = None if grad is None else grad.detach()
         n = matrix.shape[0]
-        step = max(1, _BLOCK // max(m.shape[1], 1)) if scorer.rowwise and m.numel() > _BLOCK else n
+        step = _rows_per_block(m) if scorer.rowwise else n
         parts = []
         for i in range(0, max(n, 1), step):  # rowwise: blocks of rows, each upcast and scored alone
             mi, gi = m[i:i + step], None if g is None else g[i:i + step]
             if m.dtype in _UPCAST:
                 mi, gi = mi.float(), None if gi is None else gi.float()
             parts.append(scorer.rows(mi, gi))
-        out = parts[0] if len(parts) == 1 else torch.cat(parts) if all(isinstance(p, Tensor) for p in parts) else parts
+        bad = [p for p in parts if not isinstance(p, Tensor)]  # reported below, as one part
+        out = bad[0] if bad else parts[0] if len(parts) == 1 else torch.cat(parts)
         if not isinstance(out, Tensor) or tuple(out.shape) != (n,):
             found = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise InvalidArgumentError(

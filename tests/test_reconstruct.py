@@ -112,14 +112,20 @@ def test_bad_arguments_and_json() -> None:
     assert plan.to_json()  # the plan before reconstruct still has its JSON form
 
 
-def test_hf_llama_reconstructs_without_biases() -> None:
+def _llama(hidden: int, layers: int, heads: int, vocab: int, seq_len: int) -> tuple[Any, nn.Module, Any]:
+    """fprune.hf, a tiny float64 LlamaForCausalLM (head size 8, half as many KV heads) and its program."""
     transformers = pytest.importorskip("transformers")
     hf = pytest.importorskip("fprune.hf")
-    config = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                      num_key_value_heads=2, head_dim=8, vocab_size=64, max_position_embeddings=32)
+    config = transformers.LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                                      num_attention_heads=heads, num_key_value_heads=heads // 2, head_dim=8,
+                                      vocab_size=vocab, max_position_embeddings=4 * seq_len)
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(config).double().eval()
-    program = hf.trace(model, seq_len=8)
+    return hf, model, hf.trace(model, seq_len=seq_len)
+
+
+def test_hf_llama_reconstructs_without_biases() -> None:
+    hf, model, program = _llama(hidden=32, layers=2, heads=4, vocab=64, seq_len=8)
     batches = [{"input_ids": torch.randint(0, 64, (1, 8), generator=torch.Generator().manual_seed(i)),
                 "use_cache": False} for i in range(6)]
     with warnings.catch_warnings():
@@ -312,13 +318,7 @@ def test_summary_and_saved_plans_keep_the_reconstruction_report(tmp_path: Any) -
 
 def test_hf_dict_batches_need_only_the_model_inputs() -> None:
     """The constants hf.trace exported with (use_cache=False) are filled in: a batch is its tensors."""
-    transformers = pytest.importorskip("transformers")
-    hf = pytest.importorskip("fprune.hf")
-    config = transformers.LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                      num_key_value_heads=1, head_dim=8, vocab_size=32, max_position_embeddings=16)
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config).double().eval()
-    program = hf.trace(model, seq_len=4)
+    hf, _, program = _llama(hidden=16, layers=1, heads=2, vocab=32, seq_len=4)
     batches = [{"input_ids": torch.randint(0, 32, (1, 4), generator=torch.Generator().manual_seed(i))} for i in range(3)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
