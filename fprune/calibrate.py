@@ -111,6 +111,7 @@ class ActivationScorer:
         consumers = sorted({r.module for reads in readers.values() for r in reads})
         stats = record_inputs(analysis, consumers, self.batches, repr(self), progress=self.progress)
         scores: dict[str, Tensor] = {}
+        fine: dict[str, Tensor] = {}
         for group in groups:
             parts = [self._channel_scores(modules[r.module], stats[r.module], r)
                      for r in readers[group.name] if stats[r.module].count]
@@ -118,17 +119,20 @@ class ActivationScorer:
                 skipped.append(f"{group.name!r} (no Linear or Conv reads these channels, so {self!r} has no input "
                                "to measure)")
                 continue
-            total = parts[0]
-            for part in parts[1:]:
-                total = total + part
-            scores[group.name] = total.to(torch.float32)
+            scores[group.name] = sum(parts[1:], parts[0]).to(torch.float32)
+            if group.subunits > 1:  # per query head: reads at that level as measured, others per unit
+                fine[group.name] = sum(
+                    (self._channel_scores(modules[r.module], stats[r.module], r, fine=group.subunits)
+                     for r in readers[group.name] if stats[r.module].count),
+                    torch.zeros(group.size * group.subunits, dtype=torch.float64)).to(torch.float32)
         if skipped:
             warnings.warn("left unpruned: " + "; ".join(skipped), FpruneWarning, stacklevel=2)
-        return Scored(analysis, MappingProxyType(scores), self, self.options)
+        return Scored(analysis, MappingProxyType(scores), self, self.options, MappingProxyType(fine))
 
     # ----------------------------------------------------------------------------------
 
-    def _channel_scores(self, module: nn.Module, stats: _Stats, read: GroupRead) -> Tensor:
+    def _channel_scores(self, module: nn.Module, stats: _Stats, read: GroupRead, fine: int = 1) -> Tensor:
+        """One score per channel of the group `read` reads, or per sub-unit when `fine` > 1."""
         assert stats.total is not None and stats.total_abs is not None and stats.total_sq is not None
         n = max(stats.count, 1)
         sl = slice(read.offset, read.offset + read.width)
@@ -146,7 +150,9 @@ class ActivationScorer:
                 variance = (stats.total_sq[sl] / n - mean * mean).clamp_min(0.0)
                 per_col = variance * (weight * weight).sum(1)
         rows = per_col.reshape(read.channels, read.factor)
-        return _untile(rows, read.stages).sum(1)
+        if fine > 1 and read.level is None:
+            return _untile(rows, read.stages).sum(1).repeat_interleave(fine)
+        return _untile(rows, read.stages[:read.level] if fine > 1 else read.stages).sum(1)
 
 
 def _check(batches: object, progress: object, factory: str) -> None:

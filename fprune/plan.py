@@ -44,7 +44,8 @@ from fprune.errors import (
     UnsupportedModelError,
 )
 from fprune.analysis import DEFAULT_OPTIONS, Analysis, ChannelGroup, Options, analyze
-from fprune.analysis.resolve import applied_masks, group_masks, index_maps
+from fprune.analysis.resolve import applied_masks, check_subunits, group_masks, index_maps
+from fprune.planfile import FORMAT, VALUES, describe_dims, named_values, parse_plan, read_saved, reconstruction_of
 from fprune.scores import _check_scorer, score_tensor, unit_rows
 from fprune.slicing import GATES, spec_for
 from fprune.types import Mask, MaskFn, Scorer, Scores, register_stage
@@ -56,8 +57,6 @@ if TYPE_CHECKING:
 __all__ = ["Scored", "Plan", "ScoreStage", "score_model", "score_with", "plan_from_scored", "load_plan", "FORMAT",
            "VALUES"]
 
-FORMAT = "fprune.plan/1"
-VALUES = "values.safetensors"  # the file of a saved plan's reconstructed tensors (Plan.save)
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,6 +67,9 @@ class Scored:
     scores: Mapping[str, Scores]  # group name (its first producer's fqn) -> one score per channel
     scorer: Scorer | Callable[[Any], Scored]  # the rule that produced them (or a calibration scorer)
     options: Options = DEFAULT_OPTIONS  # what counted as prunable
+    # group name -> one score per sub-unit, for groups that may lose single query heads within their
+    # key/value heads (ChannelGroup.subunits > 1): what fprune.hf.widths(heads=...) ranks
+    subunit_scores: Mapping[str, Scores] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def graph(self) -> GraphModule:
@@ -110,6 +112,9 @@ class Plan:
     def params(self) -> dict[str, list[dict[str, Any]]]:
         """Every parameter and buffer whose shape changes: fqn -> [{"dim", "keep"}], keep sorted."""
         by_group = {self.analysis.by_producer[k]: m.detach().cpu() for k, m in self.masks.items() if not bool(m.all())}
+        for g, mask in by_group.items():
+            if self.analysis.is_fine(g, mask):
+                check_subunits(self.analysis, g, mask, f"the plan's mask for {self.analysis.groups[g].name!r}")
         by_group = applied_masks(self.analysis, by_group, self.options)  # fold_bias may keep groups whole
         found: list[tuple[tuple[int, int, str], str, list[dict[str, Any]]]] = []
         place = _first_reads(self.analysis)
@@ -223,6 +228,7 @@ def score_analysis(scorer: Scorer, analysis: Analysis, options: Options = DEFAUL
         _refuse_unknown(analysis)
     modules = dict(analysis.graph.named_modules()) if modules is None else modules
     scores: dict[str, Scores] = {}
+    fine: dict[str, Scores] = {}
     skipped: list[str] = []
     for group in analysis.groups:
         if not group.prunable(options):
@@ -236,13 +242,31 @@ def score_analysis(scorer: Scorer, analysis: Analysis, options: Options = DEFAUL
         if not parts:
             skipped.append(f"{group.name!r} (no normalisation layer reads these channels, so {scorer!r} has no scale)")
             continue
-        total = parts[0]
-        for part in parts[1:]:
-            total = total + part.to(total.dtype)
-        scores[group.name] = total
+        scores[group.name] = _summed(parts)
+        if group.subunits > 1 and scorer.source != "norm":
+            fine[group.name] = _summed([_subunit_part(scorer, analysis, group, name, modules[name], part)
+                                        for name, part in zip(group.producers, parts)])
     if skipped:
         warnings.warn("left unpruned: " + "; ".join(skipped), FpruneWarning, stacklevel=3)
-    return Scored(analysis, MappingProxyType(scores), scorer, options)
+    return Scored(analysis, MappingProxyType(scores), scorer, options, MappingProxyType(fine))
+
+
+def _summed(parts: list[Scores]) -> Scores:
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part.to(total.dtype)
+    return total
+
+
+def _subunit_part(scorer: Scorer, analysis: Analysis, group: ChannelGroup, name: str, module: Any,
+                  unit_scores: Scores) -> Scores:
+    """A producer's scores per sub-unit (query head): its own rows at that level, or its unit's score
+    for each of the unit's sub-units (a key/value projection)."""
+    space = analysis.roles[name].out_space
+    level = analysis.space_fine[space] if space is not None and analysis.space_fine else None
+    if level is None:
+        return unit_scores.repeat_interleave(group.subunits)
+    return _producer_scores(scorer, name, module, _stages(analysis, name)[:level])
 
 
 _TENSOR_ORDER = {"weight": 0, "bias": 1}
@@ -365,6 +389,12 @@ def _stages(analysis: Analysis, producer: str) -> tuple[tuple[int, int], ...]:
     return analysis.space_stages[space] if space is not None and analysis.space_stages else ()
 
 
+def _level(analysis: Analysis, producer: str) -> int | None:
+    """How many of a producer's stages lead down to its group's sub-units (query heads), if any."""
+    space = analysis.roles[producer].out_space
+    return analysis.space_fine[space] if space is not None and analysis.space_fine else None
+
+
 def _untile(rows: Tensor, stages: tuple[tuple[int, int], ...]) -> Tensor:
     """Regroups the rows of a space split into heads: one row per head, holding all its rows."""
     for inner, outer in stages:
@@ -435,6 +465,7 @@ class GroupRead:
     channels: int  # the group's channels in this run
     factor: int  # columns per channel (a flatten after the producer)
     stages: tuple[tuple[int, int], ...]  # head tilings of the space (see ``_untile``)
+    level: int | None = None  # of `stages`, how many lead down to the group's sub-units (query heads)
 
 
 def group_reads(analysis: Analysis, group: ChannelGroup) -> Iterator[GroupRead]:
@@ -449,7 +480,8 @@ def group_reads(analysis: Analysis, group: ChannelGroup) -> Iterator[GroupRead]:
             width = seg.size * factor
             if analysis.space_group[seg.space] == index:
                 stages = analysis.space_stages[seg.space] if analysis.space_stages else ()
-                yield GroupRead(name, offset, width, seg.size, factor, stages)
+                level = analysis.space_fine[seg.space] if analysis.space_fine else None
+                yield GroupRead(name, offset, width, seg.size, factor, stages, level)
             offset += width
 
 
@@ -485,10 +517,15 @@ def plan_from_scored(mask_fn: MaskFn, scored: Scored) -> Plan:
         masks = mask_fn.select_many(scores)
     for name, mask in masks.items():
         expected = scored.scores[name].numel()
-        if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.shape != (expected,):
+        fine = scored.subunit_scores.get(name)
+        lengths = (expected,) if fine is None else (expected, fine.numel())
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.dim() != 1 or mask.numel() not in lengths:
             raise InvalidMaskError(
-                f"{mask_fn!r} returned a mask for {name!r} that is not a 1-D bool tensor of length {expected}"
+                f"{mask_fn!r} returned a mask for {name!r} that is not a 1-D bool tensor of length "
+                f"{' or '.join(map(str, lengths))}"
             )
+        if fine is not None and mask.numel() == fine.numel():
+            masks[name] = check_subunits(scored.analysis, scored.analysis.by_producer[name], mask, f"{mask_fn!r}'s mask for {name!r}")
     return Plan(scored.analysis, MappingProxyType(dict(masks)), scored.options)
 
 
@@ -511,12 +548,12 @@ def load_plan(text: str | os.PathLike[str], model: nn.Module, options: Options =
     values: dict[str, Tensor] = {}
     if isinstance(text, os.PathLike) or (isinstance(text, str) and text.strip() and "\n" not in text
                                          and not text.lstrip().startswith("{") and Path(text).is_dir()):
-        text, values = _read_saved(Path(text))
-    elif isinstance(text, str) and _named_values(text) is not None:
+        text, values = read_saved(Path(text))
+    elif isinstance(text, str) and named_values(text) is not None:
         raise PlanFormatError(
-            f"this plan's reconstructed values are in {_named_values(text)!r} beside its plan.json; pass the "
+            f"this plan's reconstructed values are in {named_values(text)!r} beside its plan.json; pass the "
             "directory Plan.save wrote, load_plan(directory, model), so that they are read too")
-    params = _parse(text)
+    params = parse_plan(text)
     analysis = analyze(model)
     modules = dict(analysis.graph.named_modules())
     state = {analysis.public_name(k): v for k, v in
@@ -542,15 +579,17 @@ def load_plan(text: str | os.PathLike[str], model: nn.Module, options: Options =
                 )
     masks: dict[str, Tensor] = {}
     for group in analysis.groups:
-        for producer in group.producers:
+        for producer in sorted(group.producers, key=lambda p: _level(analysis, p) is None):  # query heads first
             source = spec_for(modules[producer]).mask_source
             assert source is not None
             source_entry: dict[str, Any] | None = next(
                 (e for e in params.get(analysis.public_name(f"{producer}.{source[0]}"), [])
                  if e["dim"] == source[1]), None)
             if source_entry is not None:
-                stages = _stages(analysis, producer)
-                rows = getattr(modules[producer], source[0]).shape[source[1]] if stages else group.size
+                level = _level(analysis, producer)
+                stages = _stages(analysis, producer)[:level]
+                rows = getattr(modules[producer], source[0]).shape[source[1]] \
+                    if stages or level is not None else group.size
                 mask = torch.zeros(rows, dtype=torch.bool)
                 mask[source_entry["keep"]] = True
                 masks[producer] = _untile_mask(mask, stages)
@@ -563,7 +602,7 @@ def load_plan(text: str | os.PathLike[str], model: nn.Module, options: Options =
     rebuilt = plan.params()
     if rebuilt != params:
         diff = sorted(k for k in set(rebuilt) | set(params) if rebuilt.get(k) != params.get(k))
-        found, expected = (_dims(src.get(diff[0])) for src in (params, rebuilt))
+        found, expected = (describe_dims(src.get(diff[0])) for src in (params, rebuilt))
         raise PlanMismatchError(
             f"the plan slices {diff[0]!r} differently than the channel groups of {type(model).__name__} "
             f"require (expected {expected}, found {found}; every differing tensor: {', '.join(diff)}); "
@@ -572,45 +611,8 @@ def load_plan(text: str | os.PathLike[str], model: nn.Module, options: Options =
     if values:
         _check_values(plan, values, state)
         plan = Plan(plan.analysis, plan.masks, plan.options, MappingProxyType(values),
-                    MappingProxyType(_reconstruction(text)))
+                    MappingProxyType(reconstruction_of(text)))
     return plan
-
-
-def _reconstruction(text: str) -> dict[str, tuple[float, float]]:
-    """The per-layer errors a saved plan records (informative: malformed entries are dropped)."""
-    found = json.loads(text).get("reconstruction")
-    if not isinstance(found, dict):
-        return {}
-    return {str(k): (float(v[0]), float(v[1])) for k, v in found.items()
-            if isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v)}
-
-
-def _read_saved(root: Path) -> tuple[str, dict[str, Tensor]]:
-    """The JSON text and the values of a directory written by Plan.save."""
-    from fprune.errors import CheckpointError
-    from fprune.tensorfile import load_tensors
-
-    try:
-        text = (root / "plan.json").read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PlanFormatError(f"{root} has no readable plan.json ({exc}); Plan.save(directory) writes one") from None
-    names_values = _named_values(text)
-    if names_values is None:
-        return text, {}
-    try:
-        return text, load_tensors(root / str(names_values))
-    except (OSError, CheckpointError) as exc:
-        raise PlanFormatError(f"{root}/plan.json names values in {names_values!r}, which cannot be read: {exc}") from None
-
-
-def _named_values(text: str) -> str | None:
-    """The values file a plan's JSON names, if any (None for malformed text: _parse reports it)."""
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    found = doc.get("values") if isinstance(doc, dict) else None
-    return str(found) if found is not None else None
 
 
 def _check_values(plan: Plan, values: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> None:
@@ -626,37 +628,3 @@ def _check_values(plan: Plan, values: Mapping[str, Tensor], state: Mapping[str, 
         if list(value.shape) != shape:
             raise PlanMismatchError(f"the plan's value for {name!r} has shape {tuple(value.shape)}; pruned, the "
                                     f"model's tensor has {tuple(shape)}")
-
-def _dims(entries: list[dict[str, Any]] | None) -> str:
-    """A short description of one tensor's plan entries, for messages."""
-    if not entries:
-        return "no slicing"
-    return ", ".join(f"dim {e['dim']} keeping {len(e['keep'])}" for e in entries)
-
-
-def _parse(text: str) -> dict[str, list[dict[str, Any]]]:
-    fix = f'expected {{"format": "{FORMAT}", "params": {{"<fqn>": [{{"dim": <int>, "keep": [<int>, ...]}}]}}}}'
-    if not isinstance(text, str):
-        raise PlanFormatError(f"load_plan expects the JSON text (str) of a plan, got {type(text).__name__}; {fix}")
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PlanFormatError(f"not a plan: the text is not JSON ({exc}); {fix}") from exc
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-        raise PlanFormatError(f"not a plan: format is {found!r}; {fix}")
-    params = doc.get("params")
-    if not isinstance(params, dict):
-        raise PlanFormatError(f"not a plan: 'params' is missing or not an object; {fix}")
-    for fqn, entries in params.items():
-        ok = isinstance(entries, list) and all(
-            isinstance(e, dict) and set(e) == {"dim", "keep"} and type(e["dim"]) is int
-            and isinstance(e["keep"], list) and all(type(i) is int and i >= 0 for i in e["keep"])
-            and e["keep"] == sorted(set(e["keep"]))
-            for e in entries
-        )
-        if not ok:
-            raise PlanFormatError(
-                f"not a plan: entry {fqn!r} must be a list of {{'dim': int, 'keep': sorted unique ints}}; {fix}"
-            )
-    return params

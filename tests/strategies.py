@@ -144,3 +144,17 @@ def calibration_batches(draw: st.DrawFn, width: int, max_batches: int = 3, max_r
     count = draw(st.integers(1, max_batches))
     return [_randn((draw(st.integers(1, max_rows)), width), draw(seeds()), torch.float32) for _ in range(count)]
 
+
+
+@st.composite
+def query_head_masks(draw: st.DrawFn, units: int, subunits: int) -> Tensor:
+    """A keep-mask over ``units * subunits`` query heads: some key/value heads kept (at least one),
+    each keeping the same drawn number of its query heads, drawn which."""
+    kept_units = draw(st.lists(st.booleans(), min_size=units, max_size=units).filter(any))
+    per_unit = draw(st.integers(1, subunits))
+    mask = torch.zeros(units, subunits, dtype=torch.bool)
+    for u, kept in enumerate(kept_units):
+        if kept:
+            chosen = draw(st.permutations(range(subunits)))[:per_unit]
+            mask[u, list(chosen)] = True
+    return mask.reshape(-1)

@@ -186,17 +186,18 @@ def test_meta_device_prunes_shapes() -> None:
 
 @pytest.mark.parametrize(("kwargs", "match"), [
     (dict(mlp=1.0), r"\[0, 1\)"), (dict(hidden=-0.1), r"\[0, 1\)"), (dict(heads=True), "fraction"),
-    (dict(heads=0.5, kv_heads=0.5), "not both"),
 ])
 def test_bad_fractions(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(InvalidArgumentError, match=match):
         hf.widths(**kwargs)
 
 
-def test_query_heads_within_a_group_are_refused() -> None:
-    program = hf.trace(_decoder("llama"))
-    with pytest.raises(UnsupportedModelError, match="within a key/value group"):
-        hf.widths(heads=0.5)(score_l1(program))
+def test_heads_and_kv_heads_name_one_width_without_grouped_query_attention() -> None:
+    """With a key/value head per query head both name the same width (query heads within key/value
+    heads, both given, are tests/test_query_heads.py's)."""
+    program = hf.trace(_decoder("llama", num_key_value_heads=4))
+    with pytest.raises(InvalidArgumentError, match="same width"):
+        hf.widths(heads=0.5, kv_heads=0.5)(score_l1(program))
 
 
 def test_shared_eps_of_per_head_norms_refuses_hidden() -> None:

@@ -126,9 +126,13 @@ def test_usage_errors_exit_2(saved: Path, tmp_path: Path, capsys: pytest.Capture
 def test_nothing_to_prune_and_both_head_kinds(saved: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["hf", "prune", str(saved), str(tmp_path / "o")]) == 1
     assert "at least one of --heads" in capsys.readouterr().err
-    assert main(["hf", "prune", str(saved), str(tmp_path / "o"), "--heads", "0.5", "--kv-heads", "0.5"]) == 1
-    assert "not both" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    # both head kinds: key/value heads first, then query heads evenly within those kept
+    assert main(["hf", "prune", str(saved), str(tmp_path / "o"), "--heads", "0.5", "--kv-heads", "0.5",
+                 "--no-progress"]) == 0
+    config = json.loads((tmp_path / "o" / "config.json").read_text())
+    heads, kv = CONFIG["num_attention_heads"], CONFIG["num_key_value_heads"]
+    assert (config["num_attention_heads"], config["num_key_value_heads"]) == (heads // 4, kv // 2)
 
 
 def _shards(folder: Path) -> list[Path]:

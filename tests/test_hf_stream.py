@@ -55,6 +55,8 @@ CASES = [
     ("llama", dict(tie_word_embeddings=True), torch.float32, dict(kv_heads=0.5, mlp=0.3, hidden=0.5)),
     ("qwen3", dict(tie_word_embeddings=False), torch.bfloat16, dict(kv_heads=0.5, mlp=0.5)),
     ("gemma", {}, torch.float32, dict(kv_heads=0.5, mlp=0.25)),
+    ("llama", dict(tie_word_embeddings=False), torch.bfloat16, dict(heads=0.5, mlp=0.3)),  # query heads within KV heads
+    ("qwen3", dict(tie_word_embeddings=False), torch.float32, dict(heads=0.5, kv_heads=0.5)),
     ("mistral", dict(tie_word_embeddings=False), torch.float32, dict(mlp=0.5, hidden=0.25)),
     ("bert", {}, torch.float32, dict(mlp=0.5)),
 ]

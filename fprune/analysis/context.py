@@ -212,6 +212,10 @@ class RuleContext:
         """Whether two raw spaces are already one."""
         return self._engine.find(a) == self._engine.find(b)
 
+    def mark_subunits(self, space: int, n_rep: int) -> None:
+        """`space` (query heads) is tiled into key/value heads of `n_rep`; its heads may also go one by one."""
+        self._engine.mark_subunits(space, n_rep)
+
     def refine(self, space: int, unit_size: int, inner: int, outer: int) -> int | None:
         """Splits a space into units of ``inner`` channels repeated ``outer`` times; see the engine."""
         return self._engine.refine(space, unit_size, inner, outer)
@@ -284,7 +288,8 @@ class RuleContext:
 
     def edit(self, path: tuple[int, ...], kind: str, space: int, node: Node | None = None) -> None:
         """A constant argument at `path` of this node (or of `node`) that must follow the kept count
-        of `space` (``"count"``) or become -1 (``"minus_one"``)."""
+        of `space` (``"count"``), become -1 (``"minus_one"``), or follow the query heads kept per
+        key/value head of `space`'s group (``"rep"``, GQA's ``repeat_kv``)."""
         where = self._node if node is None else node
         self._engine.edits.append(Edit(where.name, path, kind, space))  # type: ignore[arg-type]
 

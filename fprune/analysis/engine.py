@@ -93,6 +93,7 @@ class Engine:
         self.norms: list[NormSite] = []  # normalisations over tracked channels, kept exact
         self.patterns: dict[Node, Any] = {}  # node -> what a multi-node pattern found there
         self.notes: dict[Any, Any] = {}  # findings a rule leaves for a later node's rule
+        self.fine: dict[int, int] = {}  # root of a query-head space tiled into key/value heads -> n_rep
 
     # union-find -----------------------------------------------------------------------
     def new_space(self, size: int, producer: str) -> int:
@@ -118,6 +119,8 @@ class Engine:
                 a, b, fa, fb, sa, sb = b, a, fb, fa, sb, sa
             if sa and not sb and self.find(b) == fb:
                 self.tiles[fb] = self.tiles[self.find(a)]
+                if self.find(a) in self.fine:
+                    self.fine[fb] = self.fine[self.find(a)]
                 self.space_producers[fa].extend(self.space_producers[fb])
                 self.blocks[fa].extend(self.blocks[fb])
                 self.space_producers[fb], self.blocks[fb] = [], []
@@ -132,6 +135,8 @@ class Engine:
         if rb < ra:
             ra, rb = rb, ra
         self.parent[rb] = ra
+        if rb in self.fine:
+            self.fine.setdefault(ra, self.fine[rb])
         self.blocks[ra].extend(self.blocks[rb])
         self.space_producers[ra].extend(self.space_producers[rb])
         self.blocks[rb], self.space_producers[rb] = [], []
@@ -144,6 +149,24 @@ class Engine:
             stages.append((inner, outer))
             root = self.find(unit)
         return root, tuple(stages)
+
+    def mark_subunits(self, space: int, n_rep: int) -> None:
+        """Records that `space`, tiled into units of `n_rep` channels (query heads over key/value
+        heads), may also lose single channels within its units (see ChannelGroup.subunits)."""
+        self.fine[self.find(space)] = n_rep
+
+    def fine_level(self, space: int) -> tuple[int, int] | None:
+        """(stages down to the sub-unit level, n_rep) for a space passing through a marked level,
+        whose units are its group's own channels; None otherwise."""
+        root, level = self.find(space), 0
+        while root in self.tiles:
+            unit, inner, outer = self.tiles[root]
+            if root in self.fine:
+                ok = (inner, outer) == (self.fine[root], 1) and self.find(unit) not in self.tiles
+                return (level, inner) if ok else None
+            level += 1
+            root = self.find(unit)
+        return None
 
     def refine(self, space: int, unit_size: int, inner: int, outer: int) -> int | None:
         """Re-expresses a space of outer*unit*inner channels as tiles of a coarser unit space.
@@ -324,6 +347,7 @@ def _finish(state: Engine) -> Analysis:
         for root in {state.resolve(s.space)[0] for s in layout.segs}:
             if owner not in members[roots[root]]:
                 members[roots[root]].append(owner)
+    levels, subunits = _subunits(state)
     groups = tuple(
         ChannelGroup(
             name=state.space_producers[root][0],
@@ -331,6 +355,7 @@ def _finish(state: Engine) -> Analysis:
             producers=tuple(dict.fromkeys(state.space_producers[root])),
             members=tuple(members[i]),
             blocks=tuple(state.blocks[root]),
+            subunits=subunits.get(root, 1),
         )
         for i, root in enumerate(order)
     )
@@ -346,7 +371,30 @@ def _finish(state: Engine) -> Analysis:
         tuple(state.edits),
         MappingProxyType(dict(state.tensor_roles)),
         tuple(state.norms),
+        space_fine=levels,
     )
+
+
+def _subunits(state: Engine) -> tuple[tuple[int | None, ...], dict[int, int]]:
+    """Each raw space's stages down to its group's sub-unit level, and each group root's subunits.
+
+    A group may be pruned within its units (query heads within key/value heads) only when every
+    marked level agrees on n_rep and the graph's ``repeat_kv`` count is an edit the rewrite makes.
+    """
+    found = [state.fine_level(s) for s in range(len(state.parent))]
+    reps: dict[int, set[int]] = {}
+    for space, level in enumerate(found):
+        if level is not None:
+            reps.setdefault(state.resolve(space)[0], set()).add(level[1])
+    nodes = {n.name: n for n in state.gm.graph.nodes}
+    edited: dict[int, set[Any]] = {}
+    for e in state.edits:
+        if e.kind == "rep":
+            edited.setdefault(state.resolve(e.space)[0], set()).add(_arg_at(nodes[e.node], e.path))
+    subunits = {root: next(iter(n)) for root, n in reps.items() if len(n) == 1 and edited.get(root) == n}
+    levels = tuple(None if level is None or state.resolve(s)[0] not in subunits else level[0]
+                   for s, level in enumerate(found))
+    return levels, subunits
 
 
 def run(gm: GraphModule, classify: Classify, source: Any = None) -> Analysis:

@@ -34,7 +34,7 @@ from fprune.errors import FpruneWarning, InvalidMaskError, InvalidTypeError, Unp
 from fprune.slicing import IndexMap, slice_tensor, spec_for
 from fprune.trace import attribute
 
-__all__ = ["group_masks", "expand", "index_maps", "applied_masks", "plan_rewrite", "Rewrite"]
+__all__ = ["group_masks", "check_subunits", "expand", "index_maps", "applied_masks", "plan_rewrite", "Rewrite"]
 
 
 def group_masks(analysis: Analysis, masks: Mapping[str, Tensor], options: Options) -> dict[int, Tensor]:
@@ -72,16 +72,22 @@ def group_masks(analysis: Analysis, masks: Mapping[str, Tensor], options: Option
                 f"mask for {name!r} must be a torch.bool tensor (True = keep), got {got}; "
                 "convert with mask.bool() or build it with fprune.topk_mask"
             )
-        if mask.dim() != 1 or mask.numel() != group.size:
+        fine = mask.dim() == 1 and analysis.is_fine(group_index, mask)
+        if mask.dim() != 1 or (mask.numel() != group.size and not fine):
             out_space = analysis.roles[name].out_space
             tiled = out_space is not None and bool(analysis.space_stages and analysis.space_stages[out_space])
             unit = ("one per unit: this group removes whole attention heads, conv groups or norm groups"
                     if tiled else "one per output channel")
+            if group.subunits > 1:
+                unit = (f"one per key/value head, or {group.size * group.subunits}: one per query head, the "
+                        "same number kept for every key/value head kept")
             raise InvalidMaskError(
                 f"mask for {name!r} must be 1-D with {group.size} entries ({unit}), "
                 f"got shape {tuple(mask.shape)}; build masks from the model's scores, e.g. "
                 f"pipe(model, score_l1, topk_mask(0.5)), whose Plan has one mask per group"
             )
+        if fine:
+            mask = check_subunits(analysis, group_index, mask, f"mask for {name!r}")
         if not bool(mask.any()):
             raise InvalidMaskError(
                 f"mask for {name!r} keeps no channel; keep at least one (a group cannot be removed whole)"
@@ -103,6 +109,31 @@ def group_masks(analysis: Analysis, masks: Mapping[str, Tensor], options: Option
             )
         out[group_index] = seen[group_index]
     return out
+
+
+def check_subunits(analysis: Analysis, index: int, mask: Tensor, where: str) -> Tensor:
+    """A mask over group `index`'s query heads, checked; the key/value-head mask when it keeps whole units.
+
+    Every key/value head kept must keep the same number of query heads: the pruned graph repeats
+    each the same number of times (``repeat_kv``), as a standard attention class does.
+
+    Raises:
+        InvalidMaskError: the counts differ, or nothing is kept.
+    """
+    group = analysis.groups[index]
+    counts = mask.reshape(group.size, group.subunits).sum(1)
+    kept = counts[counts > 0]
+    if kept.numel() == 0:
+        raise InvalidMaskError(f"{where} keeps no query head; keep at least one")
+    if bool((kept != kept[0]).any()):
+        raise InvalidMaskError(
+            f"{where} keeps {counts.tolist()} query heads per key/value head of group {group.name!r}; every "
+            "key/value head kept must keep the same number (each is repeated that many times): remove query heads "
+            "evenly, as fprune.hf.widths(heads=...) does, or whole key/value heads with a mask of "
+            f"{group.size} entries")
+    if int(kept[0]) == group.subunits:
+        return counts > 0
+    return mask
 
 
 def _some(names: list[str], limit: int = 12) -> str:
@@ -208,9 +239,11 @@ def plan_rewrite(analysis: Analysis, masks: Mapping[int, Tensor], options: Optio
     # A head count follows its group's mask; a merged size read from another tensor's shape
     # (``x.reshape(B, N, C)``) may change with any pruned group, and -1 is always equivalent.
     constants = tuple(
-        (e.node, e.path, -1 if e.kind == "minus_one" else int(_count(analysis, e.space, masks)))
+        (e.node, e.path, -1 if e.kind == "minus_one" else _edit_value(analysis, e.kind, e.space, masks))
         for e in analysis.edits
-        if (e.kind == "minus_one" and masks) or analysis.space_group[e.space] in masks
+        if (e.kind == "minus_one" and masks) or (
+            analysis.space_group[e.space] in masks and (
+                e.kind != "rep" or analysis.is_fine(analysis.space_group[e.space], masks[analysis.space_group[e.space]])))
     )
     args, full_width = _exact_norms(analysis, masks, options, modules, attrs)
     return Rewrite(MappingProxyType(masks), MappingProxyType(tensors), MappingProxyType(attrs), constants,
@@ -315,7 +348,13 @@ def _exact_norms(
     return tuple(args), tuple(widen)
 
 
-def _count(analysis: Analysis, space: int, masks: Mapping[int, Tensor]) -> int:
+def _edit_value(analysis: Analysis, kind: str, space: int, masks: Mapping[int, Tensor]) -> int:
+    """A head count (the space's kept channels), or ``repeat_kv``'s: the query heads each unit keeps."""
+    if kind == "rep":
+        index = analysis.space_group[space]
+        where = f"the mask of group {analysis.groups[index].name!r}"
+        check_subunits(analysis, index, masks[index], where)
+        return int(masks[index].reshape(-1, analysis.groups[index].subunits).sum(1).max())
     mask = analysis.space_mask(space, masks)
     assert mask is not None
     return int(mask.sum())

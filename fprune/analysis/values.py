@@ -172,6 +172,11 @@ class ChannelGroup:
     producers: tuple[str, ...]  # modules whose output rows are these channels
     members: tuple[str, ...]  # every module whose tensors the group slices, in graph order
     blocks: tuple[Block, ...]  # reasons the group cannot be pruned exactly
+    # Each channel (a key/value head of grouped-query attention) holds this many sub-channels (the
+    # query heads that read it) which a mask may remove one by one: such a group takes a mask of
+    # ``size`` entries (whole units) or of ``size * subunits`` (query heads; a unit stays while any
+    # of its query heads does, and every unit kept keeps the same number of them).
+    subunits: int = 1
 
     def prunable(self, options: Options = DEFAULT_OPTIONS) -> bool:
         """True when every block is tolerated by `options`."""
@@ -188,7 +193,9 @@ class Edit:
 
     node: str  # the node whose argument changes
     path: tuple[int, ...]  # position in node.args (then inside a tuple/list argument)
-    kind: Literal["count", "minus_one"]  # the kept count of the group, or -1 (inferred)
+    # the kept count of the group, -1 (inferred), or the query heads kept per unit of a group
+    # pruned within its units (``repeat_kv``'s n_rep; see ChannelGroup.subunits)
+    kind: Literal["count", "minus_one", "rep"]
     space: int  # raw space of the group
 
 
@@ -228,19 +235,40 @@ class Analysis:
     tensor_roles: Mapping[str, Layout] = field(default_factory=dict)  # get_attr tensor -> its channels (dim, rank)
     norms: tuple[NormSite, ...] = ()  # normalisations over tracked channels, kept exact by the rewrite
     source: Any = None  # the front-end's way back to the model read: a Lifted for an ExportedProgram, else None
+    # raw space -> how many of its stages lead down to its group's sub-unit level (query heads), or
+    # None for a space at the unit level (key/value heads); only groups with subunits > 1 use it
+    space_fine: tuple[int | None, ...] = ()
 
     def public_name(self, fqn: str) -> str:
         """The name the model's user knows a tensor of `graph` by (a lifted program's own state name)."""
         return fqn if self.source is None else self.source.tensors.get(fqn, fqn)
 
     def space_mask(self, space: int, masks: Mapping[int, Tensor]) -> Tensor | None:
-        """The keep-mask over a raw space's own channels, or None when its group is not pruned."""
-        mask = masks.get(self.space_group[space])
+        """The keep-mask over a raw space's own channels, or None when its group is not pruned.
+
+        A mask over a group's sub-units (query heads, see :attr:`ChannelGroup.subunits`) applies as
+        given to spaces at that level and, reduced (a unit is kept while any of its sub-units is),
+        to spaces at the unit level (key/value heads).
+        """
+        index = self.space_group[space]
+        mask = masks.get(index)
         if mask is None:
             return None
-        for inner, outer in reversed(self.space_stages[space] if self.space_stages else ()):
+        stages = self.space_stages[space] if self.space_stages else ()
+        if self.is_fine(index, mask):
+            level = self.space_fine[space] if self.space_fine else None
+            if level is None:
+                mask = mask.reshape(-1, self.groups[index].subunits).any(1)
+            else:
+                stages = stages[:level]
+        for inner, outer in reversed(stages):
             mask = mask.repeat_interleave(inner).repeat(outer)
         return mask
+
+    def is_fine(self, index: int, mask: Tensor) -> bool:
+        """Whether `mask` for group `index` is over its sub-units (query heads) rather than its units."""
+        group = self.groups[index]
+        return group.subunits > 1 and mask.numel() == group.size * group.subunits
 
     def group(self, producer: str) -> ChannelGroup:
         """The group produced by the module named `producer`."""

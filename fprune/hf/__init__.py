@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import fnmatch
 import inspect
 import math
 import warnings
@@ -42,6 +41,7 @@ from fprune.analysis import ChannelGroup
 from fprune.errors import FpruneWarning, InvalidArgumentError, InvalidTypeError, UnsupportedModelError
 from fprune.frontends import export
 from fprune.hf._extra import check_model as _check_model
+from fprune.hf.config import config_accepts, edit_config, head_counts, kept_widths, matching, width_pattern
 from fprune.hf.families import FAMILIES, Family
 from fprune.hf.storage import load, save, set_parameter, tied_names
 from fprune.masks import _prune_lowest, global_topk_mask, topk_mask
@@ -141,10 +141,13 @@ class Widths:
     mlp: float = 0.0
     hidden: float = 0.0
     uniform: bool = True
+    valid_config: bool = True
 
     def __repr__(self) -> str:
         given = [f"{k}={getattr(self, k)!r}" for k in _KINDS if getattr(self, k)]
-        return f"widths({', '.join(given + ([] if self.uniform else ['uniform=False']))})"
+        given += [] if self.uniform else ["uniform=False"]
+        given += [] if self.valid_config else ["valid_config=False"]
+        return f"widths({', '.join(given)})"
 
     def __call__(self, scored: Scored) -> Plan:
         if not isinstance(scored, Scored):
@@ -155,24 +158,44 @@ class Widths:
         config = source.model.config
         if fam.norm == "layer" and scored.options.approximate and (self.heads or self.kv_heads or self.hidden):
             return self._tied_heads(scored, fam, config)
+        heads, kv = head_counts(fam, config) if fam.attention is not None else (0, 0)
+        grouped = heads != kv  # query heads within key/value heads: removed per group, below
+        if self.heads and self.kv_heads and not grouped and fam.attention is not None:
+            raise InvalidArgumentError(
+                f"{self!r}: {type(source.model).__name__} has one key/value head per query head, so heads and "
+                "kv_heads name the same width; give one of them")
+        if self.heads and grouped and not self.uniform:
+            raise InvalidArgumentError(
+                f"{self!r}: with uniform=False query heads are removed only with their key/value heads: use "
+                "kv_heads=, or keep uniform=True to remove query heads evenly within each key/value head")
         per_module: dict[str, float] = {}
         for kind in _KINDS:
             fraction = getattr(self, kind)
             if not fraction:
                 continue
-            pattern = _pattern(fam, kind, config)
-            groups = _matching(scored.analysis.groups, pattern)
+            pattern = width_pattern(fam, kind, config)
+            groups = matching(scored.analysis.groups, pattern)
             blocked = [g for g in groups if g.name not in scored.scores]
             if not groups or blocked:
                 why = blocked[0].why_not(scored.options) if blocked else "no channel group matches " + pattern
                 raise UnsupportedModelError(
                     f"{self!r}: the {kind} of this {type(source.model).__name__} cannot be pruned exactly: {why}")
+            if kind == "heads" and grouped:
+                whole = [g.name for g in groups if g.subunits == 1 or g.name not in scored.subunit_scores]
+                if whole:
+                    raise UnsupportedModelError(
+                        f"{self!r}: the query heads of {whole[0]!r} ({heads} over {kv} key/value heads) can only be "
+                        "removed with their key/value head here (the analysis found no repeat_kv it can rewrite); "
+                        "use kv_heads=")
+                continue
             per_module[pattern] = fraction
         if not self.uniform:
             plan = _ranked_across_layers(scored, per_module)
         else:
             plan = plan_from_scored(topk_mask(0.0, per_module=per_module) if per_module else topk_mask(0.0), scored)
-        return _valid_counts(plan, scored, fam, config)
+        if self.heads and grouped:
+            plan = _within_groups(plan, scored, fam, heads // kv - int(heads // kv * self.heads), self)
+        return _valid_counts(plan, scored, fam, config) if self.valid_config else plan
 
     def _tied_heads(self, scored: Scored, fam: Family, config: Any) -> Plan:
         """LayerNorm families, approximate: heads and hidden pruned together, hidden = heads x head size."""
@@ -195,7 +218,7 @@ class Widths:
         kinds = {"attention": (fam.attention, keep), "hidden": (fam.embed, keep * size)}
         masks = {n: torch.ones_like(v, dtype=torch.bool) for n, v in scored.scores.items()}
         for kind, (pattern, kept) in kinds.items():
-            groups = _matching(scored.analysis.groups, pattern)
+            groups = matching(scored.analysis.groups, pattern)
             blocked = [g for g in groups if g.name not in scored.scores]
             if not groups or blocked:
                 why = blocked[0].why_not(scored.options) if blocked else "no channel group matches " + pattern
@@ -203,16 +226,33 @@ class Widths:
             for g in groups:
                 masks[g.name] = _prune_lowest(scored.scores[g.name], g.size - kept)
         for pattern in fam.hidden_like:  # as wide as hidden in the class: as many kept, by their own scores
-            for g in _matching(scored.analysis.groups, pattern):
+            for g in matching(scored.analysis.groups, pattern):
                 if g.name not in scored.scores:
                     raise UnsupportedModelError(f"{self!r}: {g.name!r}, which {name}'s class builds as wide as the "
                                                 f"hidden width, cannot be pruned: {g.why_not(scored.options)}")
                 masks[g.name] = _prune_lowest(scored.scores[g.name], g.size - keep * size)
         if self.mlp:
-            for g in _matching(scored.analysis.groups, fam.mlp_in):
+            for g in matching(scored.analysis.groups, fam.mlp_in):
                 if g.name in scored.scores:
                     masks[g.name] = _prune_lowest(scored.scores[g.name], int(g.size * self.mlp))
         return Plan(scored.analysis, MappingProxyType(masks), scored.options)
+
+
+def _within_groups(plan: Plan, scored: Scored, fam: Family, rep: int, stage: Widths) -> Plan:
+    """Each attention group's mask over its query heads: `rep` kept in every key/value head kept."""
+    assert fam.attention is not None
+    masks = dict(plan.masks)
+    for group in matching(scored.analysis.groups, fam.attention):
+        if rep == group.subunits:
+            warnings.warn(FpruneWarning(
+                f"{stage!r} removes no query head: each key/value head has {group.subunits} query heads, and "
+                f"int({group.subunits} * {stage.heads}) = 0; give a larger fraction"), stacklevel=4)
+            return plan
+        units = masks.get(group.name, torch.ones(group.size, dtype=torch.bool))
+        fine = scored.subunit_scores[group.name].reshape(group.size, group.subunits)
+        keep = torch.stack([_prune_lowest(row, group.subunits - rep) for row in fine])
+        masks[group.name] = (keep & units[:, None]).reshape(-1)
+    return Plan(plan.analysis, MappingProxyType(masks), plan.options)
 
 
 def _valid_counts(plan: Plan, scored: Scored, fam: Family, config: Any) -> Plan:
@@ -228,12 +268,15 @@ def _valid_counts(plan: Plan, scored: Scored, fam: Family, config: Any) -> Plan:
     for kind, pattern in (("attention", fam.attention), ("hidden", fam.embed)):
         if pattern is None:
             continue
-        for group in _matching(scored.analysis.groups, pattern):
+        for group in matching(scored.analysis.groups, pattern):
             mask = masks.get(group.name)
             if mask is None or bool(mask.all()):
                 continue
+            if group.subunits > 1 and mask.numel() > group.size:  # query heads within key/value heads
+                _valid_subunits(masks, scored, group, fam, config, chosen, raised)
+                continue
             keep = int(mask.sum())
-            while keep < group.size and not _config_accepts(config, fam, {**chosen, kind: keep}):
+            while keep < group.size and not config_accepts(config, fam, {**chosen, kind: keep}):
                 keep += 1
             if keep != int(mask.sum()):
                 raised.setdefault(kind, []).append(f"{group.name}: {int(mask.sum())} -> {keep}")
@@ -249,41 +292,43 @@ def _valid_counts(plan: Plan, scored: Scored, fam: Family, config: Any) -> Plan:
     return Plan(plan.analysis, MappingProxyType(masks), plan.options)
 
 
-def _config_accepts(config: Any, fam: Family, kept: Mapping[str, int]) -> bool:
-    """Whether the config, with these widths, passes its own validation (where it has one)."""
-    validate = getattr(config, "validate", None)
-    if not callable(validate):
-        return True
-    try:  # huggingface_hub, a dependency of transformers, wraps what a validator raises
-        from huggingface_hub.errors import StrictDataclassError
-        refused: tuple[type[Exception], ...] = (StrictDataclassError, ValueError, TypeError)
-    except ImportError:  # pragma: no cover - an older huggingface_hub
-        refused = (ValueError, TypeError)
-    trial = copy.deepcopy(config)
-    _edit_config(trial, fam, config, kept)
-    try:
-        trial.validate()
-    except refused:
-        return False
-    return True
+def _valid_subunits(masks: dict[str, Tensor], scored: Scored, group: ChannelGroup, fam: Family, config: Any,
+                    chosen: dict[str, int], raised: dict[str, list[str]]) -> None:
+    """_valid_counts for a mask over query heads: more query heads per key/value head until accepted."""
+    per = masks[group.name].reshape(group.size, group.subunits)
+    units, rep = per.any(1), int(per.sum(1).max())
+    kept = rep
+    while kept < group.subunits and not config_accepts(
+            config, fam, {**chosen, "attention": int(units.sum()), "query": int(units.sum()) * kept}):
+        kept += 1
+    if kept != rep:
+        raised.setdefault("query head", []).append(f"{group.name}: {rep} -> {kept} per key/value head")
+        fine = scored.subunit_scores[group.name].reshape(group.size, group.subunits)
+        keep = torch.stack([_prune_lowest(row, group.subunits - kept) for row in fine])
+        masks[group.name] = (keep & units[:, None]).reshape(-1)
+    chosen["attention"] = max(chosen.get("attention", 0), int(units.sum()))
+    chosen["query"] = max(chosen.get("query", 0), int(units.sum()) * kept)
 
 
 def _ranked_across_layers(scored: Scored, per_module: Mapping[str, float]) -> Plan:
     """Each width's groups (one per layer) ranked jointly: the fraction is of that width in all layers."""
     masks = {name: torch.ones_like(s, dtype=torch.bool) for name, s in scored.scores.items()}
     for pattern, fraction in per_module.items():
-        names = [g.name for g in _matching(scored.analysis.groups, pattern)]
+        names = [g.name for g in matching(scored.analysis.groups, pattern)]
         masks |= global_topk_mask(fraction).select_many({n: scored.scores[n] for n in names})
     return Plan(scored.analysis, MappingProxyType(masks), scored.options)
 
 
 def widths(heads: float = 0.0, kv_heads: float = 0.0, mlp: float = 0.0, hidden: float = 0.0, *,
-           uniform: bool = True) -> Widths:
+           uniform: bool = True, valid_config: bool = True) -> Widths:
     """A mask stage removing the same fraction of each width in every layer (the lowest scores).
 
     ``kv_heads`` removes whole key/value heads, with the query heads that read them (grouped-query
     attention); on a model with one key/value head per query head, ``heads`` and ``kv_heads``
-    name the same width.  ``mlp`` is the intermediate width, ``hidden`` the residual stream
+    name the same width.  On grouped-query attention ``heads`` removes query heads evenly within
+    each key/value head: each keeps ``r - int(r * heads)`` of its ``r`` query heads (the lowest
+    of ``Scored.subunit_scores`` go), so the class still repeats every key/value head alike; with
+    ``kv_heads`` too, the key/value heads are chosen first and ``heads`` applies to those kept.  ``mlp`` is the intermediate width, ``hidden`` the residual stream
     (exact on RMSNorm families).  Every layer has the same widths, so each keeps the same count
     (``n - int(n * fraction)``, at least one), and the model's standard class can hold the result.
 
@@ -294,10 +339,17 @@ def widths(heads: float = 0.0, kv_heads: float = 0.0, mlp: float = 0.0, hidden: 
     :func:`fprune.hf.save` / :func:`fprune.hf.load` store and rebuild it (plain
     ``from_pretrained`` refuses its mismatched shapes).
 
+    Counts the config's own validation refuses (Llama's ``hidden_size`` a multiple of the head
+    count) are raised to the next it accepts, with a warning.  ``valid_config=False`` keeps the
+    counts asked for: the plan is then for :func:`fprune.apply_patterns` (an ExportedProgram that
+    computes the pruned function), not for :func:`apply`.
+
     Raises:
-        InvalidArgumentError: a fraction outside ``[0, 1)``, or ``heads`` and ``kv_heads`` both given.
+        InvalidArgumentError: a fraction outside ``[0, 1)``; when the stage runs, ``heads`` and
+            ``kv_heads`` both given for a model with a key/value head per query head, or query heads
+            within key/value heads with ``uniform=False``.
         UnsupportedModelError: when the stage runs, a width asked for that this family's graph keeps
-            whole (the reason is the analysis's), or query heads within a KV group.
+            whole (the reason is the analysis's).
 
     Example:
         >>> widths(mlp=0.5)
@@ -309,13 +361,10 @@ def widths(heads: float = 0.0, kv_heads: float = 0.0, mlp: float = 0.0, hidden: 
             raise InvalidArgumentError(
                 f"fprune.hf.widths expects {name} as a fraction to remove in [0, 1), got {value!r}; "
                 "0 keeps the width, 0.5 removes half of it (at least one is always kept)")
-    if not isinstance(uniform, bool):
-        raise InvalidTypeError(f"fprune.hf.widths expects uniform as a bool, got {uniform!r}")
-    if heads and kv_heads:
-        raise InvalidArgumentError(
-            "fprune.hf.widths: give heads or kv_heads, not both: kv_heads removes whole key/value groups "
-            "with their query heads; heads (models with a key/value head per query head) removes heads")
-    return Widths(float(heads), float(kv_heads), float(mlp), float(hidden), uniform)
+    for name, flag in (("uniform", uniform), ("valid_config", valid_config)):
+        if not isinstance(flag, bool):
+            raise InvalidTypeError(f"fprune.hf.widths expects {name} as a bool, got {flag!r}")
+    return Widths(float(heads), float(kv_heads), float(mlp), float(hidden), uniform, valid_config)
 
 
 def apply(plan: Plan, model: nn.Module | None = None, *, check: bool = True, uniform: bool = True) -> nn.Module:
@@ -354,13 +403,13 @@ def apply(plan: Plan, model: nn.Module | None = None, *, check: bool = True, uni
     config = copy.deepcopy(model.config)
     if not isinstance(uniform, bool):
         raise InvalidTypeError(f"fprune.hf.apply expects uniform as a bool, got {uniform!r}")
-    kept, per_layer = _kept_widths(plan, fam, model.config, uniform)
-    if not _config_accepts(model.config, fam, kept):
+    kept, per_layer = kept_widths(plan, fam, model.config, uniform)
+    if not config_accepts(model.config, fam, kept):
         raise UnsupportedModelError(
             f"the widths this plan keeps ({kept}) make a {type(model.config).__name__} that its own validation "
             "refuses (so save_pretrained and from_pretrained would fail); fprune.hf.widths rounds counts to "
             "valid ones: use it, or keep e.g. a head count that divides hidden_size")
-    _edit_config(config, fam, model.config, kept, per_layer)
+    edit_config(config, fam, model.config, kept, per_layer)
     small = apply_patterns(plan)
     assert isinstance(small, ExportedProgram)
     rebuilt = _rebuild(model, config, small, reshape=bool(per_layer))
@@ -386,141 +435,6 @@ def _source(lifted: Any, model: nn.Module | None) -> _Source:
         raise InvalidArgumentError("fprune.hf cannot tell which model this program was exported from: trace it with "
                                    "fprune.hf.trace(model), or pass the model: fprune.hf.apply(plan, model)")
     return found
-
-
-def _pattern(fam: Family, kind: str, config: Any) -> str:
-    if kind == "mlp":
-        return fam.mlp_in
-    if kind == "hidden":
-        if fam.norm == "layer":
-            raise UnsupportedModelError(
-                f"the hidden width of a LayerNorm family ({config.model_type}) is not exact in its standard class "
-                "(nn.LayerNorm averages over the kept channels only); prune mlp, or score with "
-                "score_with(scorer, approximate=True) to prune heads and hidden together, inexactly (the class "
-                "ties hidden = heads x head size), or use fprune.export and apply_patterns, whose "
-                "PrunedLayerNorm keeps it exact")
-        if fam.head_norms:
-            raise UnsupportedModelError(
-                f"{config.model_type}'s config has one {fam.eps} for the hidden-width norms, whose eps must scale "
-                "by d/d' when the hidden width shrinks, and for the per-head q/k norms, whose must not: the "
-                "standard class cannot hold both; prune heads, kv_heads and mlp")
-        return fam.embed
-    if fam.attention is None:
-        raise UnsupportedModelError(f"{config.model_type}'s heads are not pruned by fprune.hf yet (a fused "
-                                    "projection whose per-head slices are refused); prune mlp or hidden")
-    if fam.norm == "layer":
-        raise UnsupportedModelError(
-            f"{config.model_type}'s standard class ties the head size to hidden / heads, so removing heads "
-            "without the hidden width is a model it cannot hold, and the hidden width is not exact under "
-            "nn.LayerNorm; prune mlp, or score with score_with(scorer, approximate=True) to prune heads and "
-            "hidden together, inexactly")
-    heads, kv = _head_counts(fam, config)
-    if kind == "heads" and kv != heads:
-        raise UnsupportedModelError(
-            f"removing query heads within a key/value group ({heads} query heads over {kv} KV heads) is not "
-            "supported yet; use kv_heads=, which removes whole groups with their query heads")
-    return fam.attention
-
-
-def _head_counts(fam: Family, config: Any) -> tuple[int, int]:
-    heads = int(getattr(config, fam.heads))
-    kv = getattr(config, fam.kv_heads, None) if fam.kv_heads else None
-    return heads, int(kv) if kv is not None else heads
-
-
-def _matching(groups: tuple[ChannelGroup, ...], pattern: str) -> list[ChannelGroup]:
-    return [g for g in groups if any(fnmatch.fnmatchcase(p, pattern) for p in g.producers)]
-
-
-def _kept_widths(plan: Plan, fam: Family, config: Any,
-                 uniform: bool = True) -> tuple[dict[str, int], dict[str, list[int]]]:
-    """Kind -> the most units a layer keeps, and kind -> each layer's count where layers differ.
-
-    Raises on per-layer differences when `uniform`, and on pruned groups no config field describes.
-    """
-    patterns = {"mlp": fam.mlp_in, "hidden": fam.embed}
-    if fam.attention is not None:
-        patterns["attention"] = fam.attention
-    patterns |= {f"hidden_like:{p}": p for p in fam.hidden_like}
-    pruned = {k for k, m in plan.masks.items() if not bool(m.all())}
-    kept: dict[str, int] = {}
-    per_layer: dict[str, list[int]] = {}
-    for kind, pattern in patterns.items():
-        groups = sorted(_matching(plan.analysis.groups, pattern), key=lambda g: _layer(g, pattern))
-        counts = {g.name: int(plan.masks[g.name].sum()) if g.name in plan.masks else g.size for g in groups}
-        pruned -= set(counts)
-        if len(set(counts.values())) > 1:
-            if uniform or kind == "hidden":
-                raise UnsupportedModelError(
-                    f"the plan keeps different {kind} widths per layer ({counts}); a standard "
-                    f"{type(config).__name__} holds one width for every layer. Use fprune.hf.widths, which keeps "
-                    "the same count in each layer, or widths(..., uniform=False) with apply(plan, uniform=False) "
-                    "and fprune.hf.save / fprune.hf.load")
-            per_layer[kind] = list(counts.values())
-        if counts and max(counts.values()) < next(g.size for g in groups):
-            kept[kind] = max(counts.values())
-        elif kind in per_layer:
-            kept[kind] = max(counts.values())
-    if pruned:
-        raise UnsupportedModelError(
-            f"the plan prunes {sorted(pruned)}, which no field of {type(config).__name__} describes; prune only "
-            "heads, KV heads, MLP and hidden widths (fprune.hf.widths)")
-    for pattern in fam.hidden_like:  # checked against the hidden width, then not a config field of its own
-        width = kept.pop(f"hidden_like:{pattern}", None)
-        if width is not None and width != kept.get("hidden"):
-            raise UnsupportedModelError(
-                f"the plan keeps {width} channels of {pattern}, which {type(config).__name__} builds as wide as the "
-                f"hidden width ({kept.get('hidden', getattr(config, fam.hidden))} kept); use fprune.hf.widths")
-    if fam.norm == "layer" and ("hidden" in kept or "attention" in kept):
-        heads, hidden = int(getattr(config, fam.heads)), int(getattr(config, fam.hidden))
-        tied = kept.get("hidden", hidden) == kept.get("attention", heads) * (hidden // heads)
-        if not (plan.options.approximate and tied):
-            _pattern(fam, "hidden" if "hidden" in kept else "heads", config)  # raises with the reason
-    elif "hidden" in kept and fam.head_norms:
-        _pattern(fam, "hidden", config)  # raises with the reason
-    return kept, per_layer
-
-
-def _layer(group: ChannelGroup, pattern: str) -> tuple[int, ...]:
-    """The layer indices in the producer `pattern` matches (``model.layers.3.mlp...`` -> (3,))."""
-    producer = next(p for p in group.producers if fnmatch.fnmatchcase(p, pattern))
-    return tuple(int(part) for part in producer.split(".") if part.isdigit())
-
-
-def _edit_config(config: Any, fam: Family, old: Any, kept: Mapping[str, int],
-                 per_layer: Mapping[str, list[int]] | None = None) -> None:
-    hidden = int(getattr(old, fam.hidden))
-    if per_layer:
-        layers = [{} for _ in next(iter(per_layer.values()))]  # type: list[dict[str, int]]
-        heads, kv = _head_counts(fam, old)
-        for kind, counts in per_layer.items():
-            for fields, units in zip(layers, counts):
-                if kind == "mlp":
-                    fields[fam.mlp] = units
-                else:
-                    fields[fam.heads] = units * (heads // kv)
-                    if fam.kv_heads:
-                        fields[fam.kv_heads] = units
-        config.fprune_layer_widths = layers
-    if "attention" in kept:
-        heads, kv = _head_counts(fam, old)
-        head_dim = getattr(old, fam.head_dim, None) if fam.head_dim else None
-        head_dim = int(head_dim) if head_dim else hidden // heads
-        units = kept["attention"]
-        setattr(config, fam.heads, units * (heads // kv))
-        if fam.kv_heads:
-            setattr(config, fam.kv_heads, units)
-        if fam.head_dim:
-            setattr(config, fam.head_dim, head_dim)
-    if "mlp" in kept:
-        setattr(config, fam.mlp, kept["mlp"])
-    if "hidden" in kept:
-        d_new = kept["hidden"]
-        if fam.head_dim and not getattr(old, fam.head_dim, None):
-            setattr(config, fam.head_dim, hidden // int(getattr(old, fam.heads)))
-        setattr(config, fam.hidden, d_new)
-        if fam.eps and fam.norm == "rms":  # exact RMSNorm over d' channels; a LayerNorm (approximate) keeps its eps
-            setattr(config, fam.eps, float(getattr(old, fam.eps)) * hidden / d_new)
 
 
 def _rebuild(model: nn.Module, config: Any, small: ExportedProgram, *, reshape: bool = False) -> nn.Module:

@@ -71,7 +71,7 @@ def prune_checkpoint(
         InvalidArgumentError, UnsupportedModelError: as :func:`fprune.hf.folder.prune_folder`.
     """
     from fprune import hf
-    from fprune.hf import _config_accepts, _edit_config, _kept_widths
+    from fprune.hf.config import config_accepts, edit_config, kept_widths
 
     start = time.perf_counter()
     require()
@@ -104,11 +104,11 @@ def prune_checkpoint(
             bar.step("mask")
             plan = stage(scored)
         notes = tuple(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, FpruneWarning)))
-        kept, _ = _kept_widths(plan, fam, model.config)
-        if not _config_accepts(model.config, fam, kept):  # pragma: no cover - widths() rounds to valid counts
+        kept, _ = kept_widths(plan, fam, model.config)
+        if not config_accepts(model.config, fam, kept):  # pragma: no cover - widths() rounds to valid counts
             raise InvalidArgumentError(f"the widths {kept} make a config that transformers refuses")
         config = copy.deepcopy(model.config)
-        _edit_config(config, fam, model.config, kept)
+        edit_config(config, fam, model.config, kept)
         masks = {analysis.by_producer[k]: m.detach().cpu() for k, m in plan.masks.items() if not bool(m.all())}
         masks = applied_masks(analysis, masks, plan.options)
         shapes = _shapes(ckpt, plan.params(), reader)

@@ -87,7 +87,10 @@ def _couple_heads(ctx: RuleContext, q: Layout, k: Layout) -> bool | None:
             q.segs[0].size == k.segs[0].size * k.factor:
         (qs,), (ks,) = q.segs, k.segs
         groups = ctx.refine(qs.space, ks.size, k.factor, 1)
-        return groups is not None and ctx.couple(groups, ks.space)
+        if groups is None or not ctx.couple(groups, ks.space):
+            return False
+        ctx.mark_subunits(qs.space, k.factor)  # query heads may also go one by one (see ChannelGroup.subunits)
+        return True
     return None
 
 

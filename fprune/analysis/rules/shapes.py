@@ -289,7 +289,22 @@ def _expand(ctx: RuleContext) -> Value:
             return None
         for seg in layout.segs:
             ctx.edit(paths[layout.dim], "minus_one", seg.space)
+    _repeat_count(ctx, layout, sizes, paths)
     return replace(layout, rank=len(sizes), spatial=None)
+
+
+def _repeat_count(ctx: RuleContext, layout: Layout, sizes: list[Any], paths: list[tuple[int, ...]]) -> None:
+    """GQA's ``repeat_kv``: a size-1 dim right after the channels broadcast to ``n_rep`` copies.
+
+    When query heads are removed within their key/value heads, ``n_rep`` becomes the number each
+    keeps; the engine allows that only where this edit exists (see ChannelGroup.subunits).
+    """
+    src = ctx.shape(ctx.args[0]) if ctx.args else None
+    if src is None or layout.rank is None or len(src) != len(sizes) or len(layout.segs) != 1:
+        return
+    p = layout.rank + layout.dim
+    if p + 1 < len(sizes) and src[p + 1] == 1 and type(sizes[p + 1]) is int and sizes[p + 1] > 1:
+        ctx.edit(paths[p + 1], "rep", layout.segs[0].space)
 
 
 def _reshape_as(ctx: RuleContext) -> Value:
