@@ -14,9 +14,12 @@ scorer and recovery:
     pipe(program, scorer, hf.widths(**setting), [reconstruct(calib, method)], hf.apply)
 
 and the perplexity of that ``LlamaForCausalLM``.  Settings: ``mlp=0.5``, ``hidden=0.25`` and
-``heads=0.25``, which fprune.hf refuses on this model (removing query heads inside a key/value
-group), so ``kv_heads=0.5`` is pruned instead (one of the 2 KV groups with its 4 query heads; the
-table says which ran).  Scorers: l1, activation (mean |X|), wanda, flap.  Recovery: none, bias
+``heads=0.25`` (each key/value head keeps 3 of its 4 query heads: 6 of 8).  ``LlamaConfig``
+refuses 6 heads at hidden 128 (it requires ``hidden_size % num_attention_heads == 0``, though
+``head_dim`` is explicit), so that setting is built with ``hf.widths(heads=0.25,
+valid_config=False)`` and ``apply_patterns``: the pruned ExportedProgram, which computes the same
+function the class would, is evaluated over the held-out windows in batches of its traced 8 (the
+last batch padded with repeats that are not counted).  Scorers: l1, activation (mean |X|), wanda, flap.  Recovery: none, bias
 (FLAP's compensation: Llama's Linears have no bias, so it leaves them as pruned), lstsq
 (``damp=0.01``).  Each scorer scores the program once; its scores serve every setting.
 
@@ -62,9 +65,8 @@ from toolz import pipe
 from torch import Tensor, nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from fprune import hf, reconstruct, score_activation, score_flap, score_l1, score_wanda
-from fprune.errors import UnsupportedModelError
-from fprune.plan import Plan, Scored
+from fprune import apply_patterns, hf, reconstruct, score_activation, score_flap, score_l1, score_wanda
+from fprune.plan import Plan
 
 CALIB_BATCH = 8
 EVAL_BATCH = 64
@@ -146,13 +148,27 @@ def unigram_perplexity(train_text: Tensor, held_out: Tensor) -> float:
     return math.exp(-float(log_p[held_out[:, 1:].reshape(-1)].mean()))
 
 
-def attention_setting(scored: Scored) -> tuple[hf.Widths, str]:
-    """``heads=0.25`` where fprune.hf accepts it on this model, else ``kv_heads=0.5`` and why."""
-    try:
-        hf.widths(heads=0.25)(scored)
-    except UnsupportedModelError as exc:
-        return hf.widths(kv_heads=0.5), f"heads=0.25 refused ({exc}); kv_heads=0.5 instead"
-    return hf.widths(heads=0.25), ""
+def program_perplexity(program: Any, held_out: Tensor) -> float:
+    """:func:`perplexity` of a pruned ExportedProgram, which runs its traced batch of CALIB_BATCH windows."""
+    module = program.module()
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, len(held_out), CALIB_BATCH):
+            ids = held_out[i:i + CALIB_BATCH]
+            real = len(ids)
+            if real < CALIB_BATCH:  # padded with repeats of the first window, not counted
+                ids = torch.cat([ids, ids[:1].expand(CALIB_BATCH - real, -1)])
+            logits = module(input_ids=ids, use_cache=False).logits[:real, :-1]
+            total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:real, 1:].reshape(-1),
+                                           reduction="sum"))
+    return math.exp(total / (held_out.shape[0] * (held_out.shape[1] - 1)))
+
+
+def evaluator(setting: hf.Widths) -> Callable[[Plan, Tensor], float]:
+    """How a plan of `setting` is evaluated: in its own class, or as the pruned program (valid_config=False)."""
+    if setting.valid_config:
+        return lambda plan, held_out: perplexity(hf.apply(plan), held_out)
+    return lambda plan, held_out: program_perplexity(apply_patterns(plan), held_out)
 
 
 def torch_pruning_child(label: str, state: str, held: str, seq_len: int) -> None:
@@ -173,7 +189,7 @@ def torch_pruning_child(label: str, state: str, held: str, seq_len: int) -> None
         extra["ignored_layers"] = [model.lm_head, model.model.embed_tokens, *(layer.self_attn for layer in layers)]
     elif label.startswith("hidden="):
         extra["pruning_ratio_dict"] = {model.model.embed_tokens: float(label.partition("=")[2])}
-    else:  # kv_heads=F: whole KV groups with their query heads
+    else:  # heads=F: its head pruning at that ratio over q, k and v (num_heads of each)
         extra["num_heads"] = {m: n for layer in layers for m, n in ((layer.self_attn.q_proj, 8),
                                                                     (layer.self_attn.k_proj, 2),
                                                                     (layer.self_attn.v_proj, 2))}
@@ -265,8 +281,9 @@ def main() -> None:
     scorers: dict[str, Any] = {"l1": score_l1, "activation": score_activation(calib), "wanda": score_wanda(calib),
                                "flap": score_flap(calib)}
     scored = {name: scorer(program) for name, scorer in scorers.items()}
-    attention, note = attention_setting(scored["l1"])
-    settings = [hf.widths(mlp=0.5), attention, hf.widths(hidden=0.25)]
+    settings = [hf.widths(mlp=0.5), hf.widths(heads=0.25, valid_config=False), hf.widths(hidden=0.25)]
+    note = ("heads=0.25 keeps 6 of 8 query heads (3 per key/value head), which LlamaConfig refuses at hidden 128; "
+            "its rows evaluate the pruned ExportedProgram (apply_patterns), the same function")
 
     params = sum(p.numel() for p in model.parameters())
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, Python "
@@ -289,14 +306,15 @@ def main() -> None:
     results: dict[tuple[str, str], dict[str, float]] = {}
     solve_times: dict[str, list[float]] = {"bias": [], "lstsq": []}
     for setting in settings:
-        label = repr(setting).removeprefix("widths(").removesuffix(")")
+        label = repr(setting).removeprefix("widths(").removesuffix(")").removesuffix(", valid_config=False")
+        evaluate = evaluator(setting)
         for name in scorers:
             plan = setting(scored[name])
-            row = {"none": perplexity(hf.apply(plan), held_out)}
+            row = {"none": evaluate(plan, held_out)}
             for method in ("bias", "lstsq"):
                 solved, seconds = timed(reconstruct(calib, method), plan)
                 solve_times[method].append(seconds)
-                row[method] = perplexity(hf.apply(solved), held_out)
+                row[method] = evaluate(solved, held_out)
             results[label, name] = row
             print(f"| {label} | {name} | {row['none']:.3f} | {row['bias']:.3f} | {row['lstsq']:.3f} | "
                   f"{excess(row['lstsq']) / excess(row['none']):.2f} |")

@@ -5,7 +5,8 @@ A synthetic Llama (default: hidden 2048, 24 layers, intermediate 5632, 16 heads,
 then, each in a fresh process, with the page cache warm for both (the checkpoint is read once
 before either runs):
 
-* **stream**: ``prune_checkpoint(SRC, OUT, heads/kv_heads=0.25, mlp=0.3, hidden=0.25)``;
+* **stream**: ``prune_checkpoint(SRC, OUT, heads=0.25, mlp=0.3, hidden=0.25)`` (``heads``: 3 of the
+  4 query heads of each key/value head kept);
 * **floor**: what any streaming pruner must do: import transformers, build the model on the meta
   device from the config, read every input byte once and write as many bytes as the pruned
   checkpoint holds.
@@ -56,7 +57,7 @@ def _child(mode: str, src: str, out: str, kept_bytes: str) -> None:
     start = time.perf_counter()
     result: dict[str, float] = {}
     if mode == "stream":
-        report = prune_checkpoint(src, out, kv_heads=0.25, mlp=0.3, hidden=0.25)
+        report = prune_checkpoint(src, out, heads=0.25, mlp=0.3, hidden=0.25)
         result["bytes_after"] = report.bytes_after
         result["kept"] = report.params_after / report.params_before
     else:

@@ -34,7 +34,8 @@ from torch import Tensor
 
 from fprune.errors import CheckpointError, InvalidArgumentError
 
-__all__ = ["TensorEntry", "read_header", "read_tensor", "load_tensors", "save_tensors", "DTYPES", "CODES", "layout", "raw_bytes", "memory_of"]
+__all__ = ["TensorEntry", "read_header", "read_tensor", "load_tensors", "save_tensors", "DTYPES", "CODES", "layout", "raw_bytes",
+           "memory_of", "read_rows"]
 
 # safetensors dtype code -> torch dtype (and its bytes per element)
 DTYPES: Mapping[str, torch.dtype] = MappingProxyType({
@@ -109,22 +110,39 @@ def read_tensor(f: BinaryIO, entry: TensorEntry) -> Tensor:
     Only the tensor's own bytes are read, into memory the tensor then owns: reading a checkpoint
     tensor by tensor holds one tensor at a time, whatever the file's size.
     """
-    f.seek(entry.start)
-    data = bytearray(entry.nbytes)  # read into it: bytearray(f.read(n)) holds the bytes twice at its peak
+    return _read_range(f, entry, entry.start, entry.nbytes).reshape(entry.shape)
+
+
+def read_rows(f: BinaryIO, entry: TensorEntry, start: int, stop: int) -> Tensor:
+    """Rows ``start:stop`` (along dim 0) of one tensor of an open safetensors file, read alone.
+
+    A large tensor is sliced and written a block of rows at a time this way, never held whole.
+    """
+    rows = entry.shape[0] if entry.shape else 1
+    if not 0 <= start <= stop <= rows:
+        raise CheckpointError(f"internal: rows {start}:{stop} of a tensor of {rows} rows in {entry.file}")
+    row_bytes = entry.nbytes // rows if rows else 0
+    flat = _read_range(f, entry, entry.start + start * row_bytes, (stop - start) * row_bytes)
+    return flat.reshape(stop - start, *entry.shape[1:])
+
+
+def _read_range(f: BinaryIO, entry: TensorEntry, offset: int, nbytes: int) -> Tensor:
+    f.seek(offset)
+    data = bytearray(nbytes)  # read into it: bytearray(f.read(n)) holds the bytes twice at its peak
     view, got = memoryview(data), 0
-    while got < entry.nbytes:
+    while got < nbytes:
         n = f.readinto(view[got:])  # type: ignore[attr-defined]
         if not n:
             break
         got += n
     view.release()
-    if got != entry.nbytes:
+    if got != nbytes:
         raise CheckpointError(f"{entry.file} ended while reading a tensor of {entry.nbytes} bytes: truncated")
     dtype = DTYPES[entry.dtype]
     flat = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
     if sys.byteorder != "little" and flat.element_size() > 1:  # pragma: no cover - big-endian hosts
         flat = flat.view(torch.uint8).reshape(-1, flat.element_size()).flip(1).reshape(-1).view(dtype)
-    return flat.reshape(entry.shape)
+    return flat
 
 
 def load_tensors(path: str | os.PathLike[str]) -> dict[str, Tensor]:

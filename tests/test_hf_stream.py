@@ -85,6 +85,31 @@ def test_streamed_equals_in_memory_bit_for_bit(name: str, extra: dict[str, Any],
     assert json.loads((out / RECORD).read_text())["streamed"] is True
 
 
+@pytest.mark.parametrize(("extra", "dtype", "widths"), [
+    (dict(tie_word_embeddings=False), torch.bfloat16, dict(heads=0.5, mlp=0.5, hidden=0.25)),
+    (dict(tie_word_embeddings=True), torch.float32, dict(kv_heads=0.5, hidden=0.5)),
+    (dict(tie_word_embeddings=False), torch.float32, dict(mlp=0.5)),  # embedding and lm_head unchanged: copied
+], ids=["untied-bf16-hidden", "tied-f32-hidden", "untied-mlp"])
+def test_large_tensors_written_a_block_of_rows_at_a_time_are_the_same(
+        extra: dict[str, Any], dtype: torch.dtype, widths: dict[str, float], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tensors over ``_BLOCK`` bytes (an 8B model's embedding) are read, sliced and written in blocks
+    of rows; with a block of 1 KB here every matrix is, in several blocks: bit for bit the same."""
+    from fprune.hf import stream
+
+    src = tmp_path / "src"
+    _build("llama", **extra).to(dtype).save_pretrained(src)
+    prune_checkpoint(src, tmp_path / "whole", **widths)
+    monkeypatch.setattr(stream, "_BLOCK", 1024)
+    calls: list[str] = []
+    put_rows = stream._put_rows
+    monkeypatch.setattr(stream, "_put_rows", lambda place, key, *rest: calls.append(key) or put_rows(place, key, *rest))
+    prune_checkpoint(src, tmp_path / "blocks", **widths)
+    assert "model.embed_tokens.weight" in calls and len(calls) > 10
+    whole, blocks = _tensors(tmp_path / "whole"), _tensors(tmp_path / "blocks")
+    assert whole.keys() == blocks.keys() and all(torch.equal(whole[k], blocks[k]) for k in whole)
+
+
 def test_cli_streams_by_default_and_in_memory_gives_the_same(tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     src = tmp_path / "src"

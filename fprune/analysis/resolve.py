@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -34,7 +34,8 @@ from fprune.errors import FpruneWarning, InvalidMaskError, InvalidTypeError, Unp
 from fprune.slicing import IndexMap, slice_tensor, spec_for
 from fprune.trace import attribute
 
-__all__ = ["group_masks", "check_subunits", "expand", "index_maps", "applied_masks", "plan_rewrite", "Rewrite"]
+__all__ = ["group_masks", "check_subunits", "expand", "index_maps", "applied_masks", "plan_rewrite", "plain_slices",
+           "module_tensors", "Rewrite"]
 
 
 def group_masks(analysis: Analysis, masks: Mapping[str, Tensor], options: Options) -> dict[int, Tensor]:
@@ -252,14 +253,16 @@ def plan_rewrite(analysis: Analysis, masks: Mapping[int, Tensor], options: Optio
 
 def module_tensors(
     analysis: Analysis, masks: Mapping[int, Tensor], modules: Mapping[str, Any],
-    full: Mapping[str, Mapping[str, Tensor]] | None = None,
+    full: Mapping[str, Mapping[str, Tensor]] | None = None, skip: Collection[str] = (),
 ) -> Iterator[tuple[str, dict[str, Tensor]]]:
     """Each changed module's new tensors, one module at a time, in the rewrite's order.
 
     The tensors are sliced by the masks, and an RMSNorm's weight over pruned channels scaled (see
     :func:`_exact_norms`); `full` holds full-size replacements made by bias folding.  A module is
     read only when its turn comes, so `modules` may load tensors lazily (a checkpoint streamed
-    tensor by tensor gives the same values, bit for bit, as the whole model in memory).
+    tensor by tensor gives the same values, bit for bit, as the whole model in memory).  Modules
+    named in `skip` are left out (a caller that slices their tensors itself, a block at a time:
+    :func:`plain_slices` says which may be).
     """
     full = full or {}
     maps = index_maps(analysis, masks)
@@ -267,6 +270,8 @@ def module_tensors(
     positions: dict[int, Tensor] = {}  # id(keep-mask) -> its kept indices, computed once per mask
     with torch.no_grad():
         for name in dict.fromkeys([*maps, *full]):  # ordered: the rewrite is deterministic
+            if name in skip:
+                continue
             module = modules[name]
             index, edits = maps.get(name, {}), full.get(name, {})
             new_tensors: dict[str, Tensor] = {}
@@ -283,6 +288,14 @@ def module_tensors(
                     new = ((new.double() + offset) * ratio**0.5 - offset).to(new.dtype)
                 new_tensors[tname] = new
             yield name, new_tensors
+
+
+def plain_slices(analysis: Analysis, masks: Mapping[int, Tensor]) -> dict[str, IndexMap]:
+    """The modules whose new tensors :func:`module_tensors` makes by slicing alone (no RMSNorm scale),
+    with each tensor's keep-masks per dim: what may be sliced elsewhere, e.g. a block of rows at a time.
+    Masks given to it must be :func:`applied_masks` without bias folding."""
+    scaled = {owner for owner, _ in _rms_scales(analysis, masks)}
+    return {name: index for name, index in index_maps(analysis, masks).items() if name not in scaled}
 
 
 def _rms_scales(analysis: Analysis, masks: Mapping[int, Tensor]) -> dict[tuple[str, str], tuple[float, float]]:

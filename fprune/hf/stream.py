@@ -30,16 +30,19 @@ import torch
 from torch import Tensor, nn
 
 from fprune.analysis import Analysis, analyze
-from fprune.analysis.resolve import applied_masks, module_tensors
+from fprune.analysis.resolve import applied_masks, module_tensors, plain_slices
 from fprune.errors import CheckpointError, FpruneWarning, InvalidArgumentError
 from fprune.hf._extra import require
 from fprune.hf.checkpoint import INDEX, Checkpoint, read_checkpoint
 from fprune.hf.folder import SCORERS, FolderReport, _Bar, _version, _width, check_apart, staged
 from fprune.hf.storage import tied_names
 from fprune.plan import score_analysis
-from fprune.tensorfile import CODES, DTYPES, layout, memory_of, read_tensor
+from fprune.slicing import slice_tensor
+from fprune.tensorfile import CODES, DTYPES, TensorEntry, layout, memory_of, read_rows, read_tensor
 
 __all__ = ["prune_checkpoint"]
+
+_BLOCK = 1 << 26  # a tensor over this many bytes is sliced and written a block of rows of this size at a time
 
 def prune_checkpoint(
     source: str | os.PathLike[str],
@@ -172,15 +175,27 @@ class _Reader:
         return name if name in self.ckpt.tensors else self.alias.get(name)
 
     def __call__(self, name: str) -> Tensor:
+        entry = self.entry(name)
+        return read_tensor(self._file(entry), entry)
+
+    def entry(self, name: str) -> TensorEntry:
+        """Where tensor `name` (or the saved tensor it is tied to) lies in the shards."""
         key = self.key(name)
         if key is None:
             raise CheckpointError(f"{self.ckpt.root} has no tensor {name!r}, which the model built from its config "
                                   "needs: the shards and the config come from different models")
-        entry = self.ckpt.tensors[key]
+        return self.ckpt.tensors[key]
+
+    def rows(self, name: str, start: int, stop: int) -> Tensor:
+        """Rows ``start:stop`` of tensor `name`, read alone."""
+        entry = self.entry(name)
+        return read_rows(self._file(entry), entry, start, stop)
+
+    def _file(self, entry: TensorEntry) -> BinaryIO:
         if entry.file not in self.files:  # plain reads of the tensor's bytes: no memory map holds the shard
             self.close()
             self.files[entry.file] = (self.ckpt.root / entry.file).open("rb")
-        return read_tensor(self.files[entry.file], entry)
+        return self.files[entry.file]
 
     def close(self) -> None:
         for f in self.files.values():
@@ -258,15 +273,24 @@ def _write_shards(root: Path, shapes: Mapping[str, tuple[tuple[int, ...], str]],
             shard.truncate(len(head) + sum(nbytes[key] for key in keys))
             where |= {key: (shard, starts[key]) for key in keys}
         written: set[str] = set()
-        for module, tensors in module_tensors(analysis, masks, lazy):
+        blocked = _by_blocks(analysis, masks, reader)
+        for module, tensors in module_tensors(analysis, masks, lazy, skip=blocked):
             for tname, value in tensors.items():
                 found = reader.key(analysis.public_name(f"{module}.{tname}" if module else tname))
                 if found is not None and found not in written:
                     _put(where[found], found, value, shapes[found])
                     written.add(found)
+        for name, dims in ((n, d) for index in blocked.values() for n, d in index.items()):
+            found = reader.key(name)
+            if found is not None and found not in written:
+                _put_rows(where[found], found, reader, dims, shapes[found])
+                written.add(found)
         for key in shapes:
             if key not in written:
-                _put(where[key], key, reader(key), shapes[key])
+                if reader.entry(key).nbytes > _BLOCK and len(shapes[key][0]) > 1:
+                    _put_rows(where[key], key, reader, {}, shapes[key])
+                else:
+                    _put(where[key], key, reader(key), shapes[key])
     finally:
         for shard in files:
             shard.close()
@@ -274,6 +298,48 @@ def _write_shards(root: Path, shapes: Mapping[str, tuple[tuple[int, ...], str]],
         index = {"metadata": {"total_size": sum(nbytes.values())},
                  "weight_map": {key: fname for fname, keys in zip(names, shards) for key in keys}}
         (root / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _by_blocks(analysis: Analysis, masks: Mapping[int, Tensor], reader: _Reader) -> dict[str, dict[str, dict[int, Tensor]]]:
+    """Module -> {checkpoint name of a tensor: its keep-masks per dim} for the modules whose every changed
+    tensor is a plain slice of a tensor over _BLOCK bytes with at least two dims (an embedding, an lm_head):
+    those are sliced and written a block of rows at a time, never held whole."""
+    out: dict[str, dict[str, dict[int, Tensor]]] = {}
+    for module, index in plain_slices(analysis, masks).items():
+        names = {analysis.public_name(f"{module}.{t}" if module else t): dims for t, dims in index.items()}
+        big = [reader.key(n) is not None and reader.entry(n).nbytes > _BLOCK and len(reader.entry(n).shape) > 1
+               for n in names]
+        if names and all(big):
+            out[module] = names
+    return out
+
+
+def _put_rows(place: tuple[BinaryIO, int], key: str, reader: _Reader, dims: Mapping[int, Tensor],
+              expected: tuple[tuple[int, ...], str]) -> None:
+    """Writes tensor `key` sliced by `dims` (keep-masks per dim) a block of input rows at a time."""
+    f, offset = place
+    entry = reader.entry(key)
+    rows = entry.shape[0]
+    step = max(1, _BLOCK // max(1, entry.nbytes // rows))
+    keep_rows = dims.get(0)
+    others = {d: k for d, k in dims.items() if d != 0}
+    out_shape, _ = expected
+    row_bytes = math.prod(out_shape[1:]) * DTYPES[expected[1]].itemsize
+    done = 0
+    for start in range(0, rows, step):
+        stop = min(rows, start + step)
+        block = reader.rows(key, start, stop)
+        if keep_rows is not None:
+            block = block[keep_rows[start:stop].to(block.device)]
+        part = slice_tensor(block, others) if others else block
+        if tuple(part.shape[1:]) != tuple(out_shape[1:]) or CODES.get(part.dtype) != expected[1]:
+            raise CheckpointError(f"internal: rows of {key!r} came out {tuple(part.shape)} {part.dtype}, "
+                                  f"expected {expected}")
+        f.seek(offset + done * row_bytes)
+        f.write(memory_of(part.contiguous()))
+        done += part.shape[0]
+    if done != out_shape[0]:
+        raise CheckpointError(f"internal: {key!r} came out with {done} rows, expected {out_shape[0]}")
 
 
 def _put(place: tuple[BinaryIO, int], key: str, value: Tensor, expected: tuple[tuple[int, ...], str]) -> None:
