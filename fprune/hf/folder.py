@@ -11,6 +11,7 @@ asked for, the scorer and the widths before and after.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -161,6 +162,11 @@ def prune_folder(
             bar.step("apply")
             small = hf.apply(plan, uniform=uniform)
         notes = tuple(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, FpruneWarning)))
+        params_before, layers = _params(model), int(getattr(model.config, "num_hidden_layers", 0) or 0)
+        # The original is not needed any more: free it before saving, which copies the pruned
+        # tensors once more (peak: the original plus the pruned model, not both plus a copy).
+        del model, program, scored, plan
+        gc.collect()
         bar.step("save")
         after = {f: _width(small.config, f) for f in fields}
         record = {"fprune": _version(), "source": str(src), "widths": stage.__dict__, "scorer": scorer,
@@ -173,8 +179,7 @@ def prune_folder(
         bar.close()
     return FolderReport(
         source=src, out=dst, widths_before=MappingProxyType(before), widths_after=MappingProxyType(after),
-        layers=int(getattr(model.config, "num_hidden_layers", 0) or 0),
-        params_before=_params(model), params_after=_params(small), bytes_before=ckpt.nbytes,
+        layers=layers, params_before=params_before, params_after=_params(small), bytes_before=ckpt.nbytes,
         bytes_after=read_checkpoint(dst).nbytes, seconds=time.perf_counter() - start, notes=notes,
         layer_widths=tuple(MappingProxyType(dict(w)) for w in getattr(small.config, "fprune_layer_widths", None) or ()))
 

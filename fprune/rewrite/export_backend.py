@@ -104,7 +104,8 @@ def rebuild_program(lifted: Lifted, change: Rewrite) -> ExportedProgram:
     for node_name, full in change.full_width:  # the same, for a layer norm without affine tensors
         _widen_layer_norm(gm.graph, nodes[lifted.nodes[node_name]], full)
 
-    new_state = {k: _like(v, state.get(k)) for k, v in program.state_dict.items()}
+    made: dict[int, Tensor] = {}  # id(new tensor) -> its one Parameter or buffer (tied names share it)
+    new_state = {k: _like(v, state.get(k), made) for k, v in program.state_dict.items()}
     new_constants = {k: state.get(k, v) if isinstance(v, Tensor) else v for k, v in program.constants.items()}
     _propagate(program, gm, {**new_state, **new_constants})
     return ExportedProgram(
@@ -141,12 +142,15 @@ def _widen_layer_norm(graph: Graph, node: Node, full: int) -> None:
     graph.erase_node(node)
 
 
-def _like(old: Tensor, new: Tensor | None) -> Tensor:
+def _like(old: Tensor, new: Tensor | None, made: dict[int, Tensor]) -> Tensor:
+    """The program's tensor for `old`: `new` (a fresh tensor the rewrite made, owned: not copied
+    again) in old's kind, or `old` itself where nothing changed."""
     if new is None:
         return old
-    if isinstance(old, nn.Parameter):
-        return nn.Parameter(new.detach().clone(), requires_grad=old.requires_grad)
-    return new.detach().clone()
+    if id(new) not in made:
+        made[id(new)] = nn.Parameter(new.detach(), requires_grad=old.requires_grad) \
+            if isinstance(old, nn.Parameter) else new.detach()
+    return made[id(new)]
 
 
 def _set_arg(node: Node, path: ArgPath, value: Any) -> None:
