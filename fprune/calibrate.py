@@ -43,7 +43,7 @@ import copy
 import importlib.util
 import sys
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
@@ -56,15 +56,15 @@ from fprune.analysis import DEFAULT_OPTIONS, Analysis, Options, analyze
 from fprune.errors import FpruneWarning, InvalidArgumentError, InvalidTypeError
 from fprune.plan import GroupRead, Scored, _refuse_unknown, _untile, group_reads
 
-__all__ = ["ActivationScorer", "score_activation", "score_wanda", "score_flap"]
+__all__ = ["ActivationScorer", "Stats", "score_activation", "score_wanda", "score_flap", "record_inputs"]
 
 Kind = Literal["activation", "wanda", "flap"]
 Statistic = Literal["mean_abs", "l2"]
 
 
 @dataclass
-class _Stats:
-    """Running per-channel sums of one consumer's input."""
+class Stats:
+    """Running per-channel sums of one consumer's input (``add(x, dim)`` per batch)."""
 
     count: int = 0
     total: Tensor | None = None
@@ -101,19 +101,30 @@ class ActivationScorer:
     def __call__(self, model: Any) -> Scored:
         """Scores every prunable group of `model` (an nn.Module, GraphModule or ExportedProgram)."""
         analysis = analyze(model)
+        return self.score_recorded(
+            analysis, lambda consumers: record_inputs(analysis, consumers, self.batches, repr(self),
+                                                      progress=self.progress))
+
+    def score_recorded(self, analysis: Analysis, record: Callable[[list[str]], Mapping[str, Stats]],
+                       weights: Mapping[str, nn.Module] | None = None) -> Scored:
+        """Scores `analysis` from input statistics that `record(consumers)` gathers, one per consumer named
+        (:func:`record_inputs` runs the analysed graph; :mod:`fprune.hf.stream` runs a checkpoint a layer
+        at a time).  `weights` may supply the consumers with their real tensors (by name), e.g. loaded one
+        at a time, in place of the analysed graph's."""
         if self.options.strict:
             _refuse_unknown(analysis)
         modules = dict(analysis.graph.named_modules())
+        weights = modules if weights is None else weights
         groups = [g for g in analysis.groups if g.prunable(self.options)]
         skipped = [f"{g.name!r} ({g.why_not(self.options)})" for g in analysis.groups if not g.prunable(self.options)]
         readers = {g.name: [r for r in group_reads(analysis, g) if r.module in modules and _measurable(modules[r.module])]
                    for g in groups}
         consumers = sorted({r.module for reads in readers.values() for r in reads})
-        stats = record_inputs(analysis, consumers, self.batches, repr(self), progress=self.progress)
+        stats = record(consumers)
         scores: dict[str, Tensor] = {}
         fine: dict[str, Tensor] = {}
         for group in groups:
-            parts = [self._channel_scores(modules[r.module], stats[r.module], r)
+            parts = [self._channel_scores(weights[r.module], stats[r.module], r)
                      for r in readers[group.name] if stats[r.module].count]
             if not parts:
                 skipped.append(f"{group.name!r} (no Linear or Conv reads these channels, so {self!r} has no input "
@@ -122,7 +133,7 @@ class ActivationScorer:
             scores[group.name] = sum(parts[1:], parts[0]).to(torch.float32)
             if group.subunits > 1:  # per query head: reads at that level as measured, others per unit
                 fine[group.name] = sum(
-                    (self._channel_scores(modules[r.module], stats[r.module], r, fine=group.subunits)
+                    (self._channel_scores(weights[r.module], stats[r.module], r, fine=group.subunits)
                      for r in readers[group.name] if stats[r.module].count),
                     torch.zeros(group.size * group.subunits, dtype=torch.float64)).to(torch.float32)
         if skipped:
@@ -131,7 +142,7 @@ class ActivationScorer:
 
     # ----------------------------------------------------------------------------------
 
-    def _channel_scores(self, module: nn.Module, stats: _Stats, read: GroupRead, fine: int = 1) -> Tensor:
+    def _channel_scores(self, module: nn.Module, stats: Stats, read: GroupRead, fine: int = 1) -> Tensor:
         """One score per channel of the group `read` reads, or per sub-unit when `fine` > 1."""
         assert stats.total is not None and stats.total_abs is not None and stats.total_sq is not None
         n = max(stats.count, 1)
@@ -259,14 +270,14 @@ def score_flap(batches: Iterable[Any], *, options: Options = DEFAULT_OPTIONS,
 
 
 def record_inputs(analysis: Analysis, consumers: list[str], batches: Iterable[Any], where: str, *,
-                  progress: bool = False) -> dict[str, _Stats]:
+                  progress: bool = False) -> dict[str, Stats]:
     """Runs the analysed model over `batches` once, summing each consumer's input per channel.
 
     The model is not modified.  Raises InvalidArgumentError or InvalidTypeError naming the batch
     at fault.
     """
     modules = dict(analysis.graph.named_modules())
-    stats = {name: _Stats() for name in consumers}
+    stats = {name: Stats() for name in consumers}
     runner = _instrumented(analysis, consumers)
     seen = 0
 

@@ -7,18 +7,20 @@ Commands::
                  [--prune-outputs] [--approximate] [--strict] [--ignore-outputs PATTERN] [--ignore-inputs PATTERN]
                  [--per-module PATTERN=SPARSITY]
     fprune apply MODEL plan.json --out pruned.pt [--input-shape 1,3,32,32] [--prune-outputs] [--approximate]
-    fprune hf prune SRC OUT [--heads F] [--kv-heads F] [--mlp F] [--hidden F] [--scorer l1|l2|random]
-                 [--seed N] [--per-layer] [--approximate] [--in-memory] [--max-shard-size 1GB]
-                 [--overwrite] [--no-progress]  # a Hugging Face model folder, fprune[hf]
+    fprune hf prune SRC OUT [--heads F] [--kv-heads F] [--mlp F] [--hidden F]
+                 [--scorer l1|l2|random|activation|wanda|flap] [--calibration FILE] [--calibration-batch N]
+                 [--device cpu|cuda] [--seed N] [--per-layer] [--approximate] [--in-memory]
+                 [--max-shard-size 1GB] [--overwrite] [--no-progress]  # a Hugging Face model folder, fprune[hf]
 
 ``MODEL`` is ``package.module:factory``: a callable taking no arguments that
 returns an ``nn.Module`` (or an ``nn.Module`` instance itself); the current
 directory is importable.  ``prune`` writes the plan's JSON form and prints the
 per-layer summary; ``apply`` loads a saved plan into a freshly built model,
 prints the summary and saves the pruned GraphModule with ``torch.save`` (load
-it with ``torch.load(path, weights_only=False)``).  ``hf prune`` runs
-:func:`fprune.hf.folder.prune_folder`: OUT is a model folder that
-``from_pretrained`` loads into the class of SRC.  Errors print one line,
+it with ``torch.load(path, weights_only=False)``).  ``hf prune`` streams with
+:func:`fprune.hf.stream.prune_checkpoint` (``--in-memory``, ``--per-layer`` and
+``--approximate`` load the model: :func:`fprune.hf.folder.prune_folder`): OUT is a model
+folder that ``from_pretrained`` loads into the class of SRC.  Errors print one line,
 ``fprune: error: ...``, and exit with status 1; usage errors exit with 2.
 
 ``prune`` runs ``score_with(scorer, prune_outputs=, approximate=, strict=)``,
@@ -310,14 +312,19 @@ def _cmd_hf_prune(args: argparse.Namespace) -> int:
         raise InvalidArgumentError("fprune hf prune: give at least one of --heads, --kv-heads, --mlp, --hidden "
                                    "(each a fraction to remove, e.g. --mlp 0.3)")
     widths = dict(heads=args.heads, kv_heads=args.kv_heads, mlp=args.mlp, hidden=args.hidden)
-    if args.in_memory or args.per_layer or args.approximate:
+    loads = args.in_memory or args.per_layer or args.approximate
+    if (args.calibration is not None or args.scorer in ("activation", "wanda", "flap")) and loads:
+        raise InvalidArgumentError("fprune hf prune: --calibration and the calibration scorers run streamed, a layer "
+                                   "at a time; drop --in-memory, --per-layer and --approximate")
+    if loads:
         report = prune_folder(args.source, args.out, **widths, scorer=args.scorer, seed=args.seed,
                               uniform=not args.per_layer, approximate=args.approximate, overwrite=args.overwrite,
                               progress=not args.no_progress)
     else:
         report = prune_checkpoint(args.source, args.out, **widths, scorer=args.scorer, seed=args.seed,
                                   max_shard_size=args.max_shard_size, overwrite=args.overwrite,
-                                  progress=not args.no_progress)
+                                  progress=not args.no_progress, calibration=args.calibration,
+                                  calibration_batch=args.calibration_batch, device=args.device)
     print(report.table())
     notes = f"; {len(report.notes)} notes on groups left whole in its fprune.json" if report.notes else ""
     loader = "fprune.hf.load loads it" if args.per_layer else "from_pretrained loads it"
@@ -414,13 +421,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hf_prune.add_argument("source", metavar="SRC", help="model folder: config.json and safetensors shards")
     hf_prune.add_argument("out", metavar="OUT", help="folder to write the pruned model to (must not exist)")
-    for name, what in (("heads", "query heads (models with one KV head per query head)"),
+    for name, what in (("heads", "query heads (with grouped-query attention: evenly within each KV head)"),
                        ("kv-heads", "key/value heads, each with the query heads that read it"),
                        ("mlp", "MLP (intermediate) channels"), ("hidden", "hidden (residual) channels")):
         hf_prune.add_argument(f"--{name}", type=_fraction, default=0.0, metavar="F",
                               help=f"fraction of the {what} to remove in every layer, in [0, 1) (default 0)")
-    hf_prune.add_argument("--scorer", choices=("l1", "l2", "random"), default="l1",
-                          help="channel importance (default l1)")
+    hf_prune.add_argument("--scorer", choices=("l1", "l2", "random", "activation", "wanda", "flap"), default="l1",
+                          help="channel importance (default l1); activation, wanda and flap need --calibration")
+    hf_prune.add_argument("--calibration", metavar="FILE", default=None,
+                          help="safetensors file of token ids 'input_ids' [rows, seq] for a calibration scorer; the "
+                               "model runs over them one layer at a time, holding one layer's weights")
+    hf_prune.add_argument("--calibration-batch", type=int, default=8, metavar="N",
+                          help="rows of --calibration per batch (default 8)")
+    hf_prune.add_argument("--device", default="cpu", help="where the layers run for --calibration (default cpu)")
     hf_prune.add_argument("--seed", type=int, default=0, help="seed of the random scorer (default 0)")
     hf_prune.add_argument("--per-layer", action="store_true",
                           help="rank each width across all layers, so layers keep different counts; OUT then "

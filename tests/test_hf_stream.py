@@ -156,3 +156,115 @@ def test_out_is_never_src_or_inside_it(tmp_path: Path) -> None:
         with pytest.raises(InvalidArgumentError, match="inside SRC"):
             run(src, src / "pruned", mlp=0.5)
     assert sorted(p.name for p in src.iterdir()) == ["config.json", "generation_config.json", "model.safetensors"]
+
+
+def _calibration(tmp_path: Path, rows: int = 6, seq: int = 7) -> tuple[Path, torch.Tensor]:
+    from fprune.tensorfile import save_tensors
+
+    ids = torch.randint(0, 64, (rows, seq), generator=torch.Generator().manual_seed(3))
+    path = tmp_path / "calib.safetensors"
+    save_tensors(path, {"input_ids": ids})
+    return path, ids
+
+
+@pytest.mark.parametrize(("name", "scorer", "widths"), [
+    ("llama", "wanda", dict(heads=0.5, mlp=0.5, hidden=0.25)),
+    ("llama", "flap", dict(kv_heads=0.5, mlp=0.5)),
+    ("gemma", "activation", dict(heads=0.5, mlp=0.5)),  # Gemma's embed_scale: a buffer computed, not saved
+    ("qwen3", "wanda", dict(kv_heads=0.5, mlp=0.25)),
+])
+def test_calibration_scorers_out_of_core_equal_in_memory(name: str, scorer: str, widths: dict[str, float],
+                                                         tmp_path: Path) -> None:
+    """``--calibration``: the model runs a layer at a time from the checkpoint; the pruned model is the
+    one ``score_wanda`` (and kin) give on the loaded model for the same batches."""
+    from fprune import score_activation, score_flap, score_wanda
+
+    src = tmp_path / "src"
+    _build(name, tie_word_embeddings=False).save_pretrained(src, max_shard_size="20KB")
+    path, ids = _calibration(tmp_path)
+    report = prune_checkpoint(src, tmp_path / "out", **widths, scorer=scorer, calibration=path, calibration_batch=2)
+    model = type(_build(name)).from_pretrained(src, dtype="auto").eval()
+    batches = [{"input_ids": ids[i:i + 2]} for i in range(0, len(ids), 2)]
+    rule = {"activation": score_activation, "wanda": score_wanda, "flap": score_flap}[scorer](batches)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = hf.apply(hf.widths(**widths)(rule(hf.trace(model, seq_len=7, batch=2)))).state_dict()
+        by_weights = hf.apply(hf.widths(**widths)(score_l1(hf.trace(model)))).state_dict()
+    streamed = _tensors(tmp_path / "out")
+    assert all(torch.equal(value, expected[key]) for key, value in streamed.items())
+    assert any(not torch.equal(value, by_weights[key]) for key, value in streamed.items())  # not L1's choice
+    record = json.loads((tmp_path / "out" / RECORD).read_text())
+    assert (record["scorer"], record["calibration"], record["calibration_batch"]) == (scorer, str(path), 2)
+    assert report.params_after < report.params_before
+
+
+def test_calibration_runs_one_layer_at_a_time_and_leaves_the_model_on_meta(tmp_path: Path) -> None:
+    from fprune.hf import layered, stream
+    from fprune.hf.checkpoint import read_checkpoint as read
+
+    src = tmp_path / "src"
+    _build("llama", tie_word_embeddings=False, num_hidden_layers=3).save_pretrained(src)
+    _, ids = _calibration(tmp_path)
+    ckpt = read(src)
+    model = stream._meta_model(src, ckpt)
+    reader = stream._Reader(ckpt, model)
+    real: list[int] = []
+    layers = model.model.layers
+    hooks = [layer.register_forward_pre_hook(
+        lambda m, a: real.append(sum(not p.is_meta for x in layers for p in x.parameters()) // len(list(m.parameters()))))
+        for layer in layers]
+    consumers = ["model.layers.0.self_attn.q_proj", "model.layers.2.mlp.down_proj", "lm_head"]
+    stats = layered.layer_stats(model, reader, [{"input_ids": ids[:2]}, {"input_ids": ids[2:]}], consumers)
+    for h in hooks:
+        h.remove()
+    reader.close()
+    assert real and max(real) <= 1  # at most one layer's weights loaded whenever a layer is called
+    assert all(p.is_meta for p in model.parameters()) and all(b.is_meta for b in model.buffers())
+    assert {k: v.count for k, v in stats.items()} == {c: 6 * 7 for c in consumers}
+    loaded = type(_build("llama")).from_pretrained(src).eval()
+    seen: dict[str, torch.Tensor] = {}
+    handles = [loaded.get_submodule(c).register_forward_pre_hook(
+        lambda m, a, c=c: seen.__setitem__(c, seen.get(c, 0) + a[0].double().abs().reshape(-1, a[0].shape[-1]).sum(0)))
+        for c in consumers]
+    with torch.no_grad():
+        loaded(input_ids=ids[:2], use_cache=False)
+        loaded(input_ids=ids[2:], use_cache=False)
+    for h in handles:
+        h.remove()
+    for c in consumers:  # the same sums as the whole model in memory (eager both: to float rounding)
+        torch.testing.assert_close(stats[c].total_abs, seen[c], rtol=1e-6, atol=1e-6)
+
+
+def test_calibration_bad_input(tmp_path: Path) -> None:
+    from fprune.errors import InvalidArgumentError
+    from fprune.tensorfile import save_tensors
+
+    src = tmp_path / "src"
+    _build("llama", tie_word_embeddings=False).save_pretrained(src)
+    path, _ = _calibration(tmp_path)
+    with pytest.raises(InvalidArgumentError, match="needs calibration batches"):
+        prune_checkpoint(src, tmp_path / "a", mlp=0.5, scorer="wanda")
+    with pytest.raises(InvalidArgumentError, match="reads weights only"):
+        prune_checkpoint(src, tmp_path / "a", mlp=0.5, calibration=path)
+    save_tensors(tmp_path / "bad.safetensors", {"tokens": torch.zeros(2, 3, dtype=torch.int64)})
+    with pytest.raises(InvalidArgumentError, match="no 'input_ids'"):
+        prune_checkpoint(src, tmp_path / "a", mlp=0.5, scorer="wanda", calibration=tmp_path / "bad.safetensors")
+    save_tensors(tmp_path / "big.safetensors", {"input_ids": torch.full((2, 3), 64, dtype=torch.int64)})
+    with pytest.raises(InvalidArgumentError, match="vocabulary has 64"):
+        prune_checkpoint(src, tmp_path / "a", mlp=0.5, scorer="wanda", calibration=tmp_path / "big.safetensors")
+    with pytest.raises(InvalidArgumentError, match="cannot read the calibration file"):
+        prune_checkpoint(src, tmp_path / "a", mlp=0.5, scorer="flap", calibration=tmp_path / "absent.safetensors")
+    assert not (tmp_path / "a").exists()
+
+
+def test_cli_calibration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "src"
+    _build("llama", tie_word_embeddings=False).save_pretrained(src)
+    path, _ = _calibration(tmp_path)
+    args = ["--mlp", "0.5", "--scorer", "wanda", "--calibration", str(path), "--calibration-batch", "3", "--no-progress"]
+    assert main(["hf", "prune", str(src), str(tmp_path / "a"), *args]) == 0
+    assert json.loads((tmp_path / "a" / RECORD).read_text())["calibration_batch"] == 3
+    assert main(["hf", "prune", str(src), str(tmp_path / "b"), *args, "--in-memory"]) == 1
+    assert "run streamed" in capsys.readouterr().err
+    assert main(["hf", "prune", str(src), str(tmp_path / "b"), "--mlp", "0.5", "--scorer", "flap"]) == 1
+    assert "needs calibration batches" in capsys.readouterr().err

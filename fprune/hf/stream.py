@@ -21,7 +21,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType, SimpleNamespace
 from typing import Any, BinaryIO
@@ -36,12 +36,13 @@ from fprune.hf._extra import require
 from fprune.hf.checkpoint import INDEX, Checkpoint, read_checkpoint
 from fprune.hf.folder import SCORERS, FolderReport, _Bar, _version, _width, check_apart, staged
 from fprune.hf.storage import tied_names
-from fprune.plan import score_analysis
+from fprune.plan import Scored, score_analysis
 from fprune.slicing import slice_tensor
 from fprune.tensorfile import CODES, DTYPES, TensorEntry, layout, memory_of, read_rows, read_tensor
 
 __all__ = ["prune_checkpoint"]
 
+CALIBRATED = ("activation", "wanda", "flap")  # scorers that run the model over calibration batches
 _BLOCK = 1 << 26  # a tensor over this many bytes is sliced and written a block of rows of this size at a time
 
 def prune_checkpoint(
@@ -57,14 +58,27 @@ def prune_checkpoint(
     max_shard_size: int = 1 << 30,
     overwrite: bool = False,
     progress: bool = False,
+    calibration: str | os.PathLike[str] | Sequence[Mapping[str, Tensor]] | None = None,
+    calibration_batch: int = 8,
+    device: str = "cpu",
 ) -> FolderReport:
     """Streams the model in folder `source` through ``fprune.hf.widths`` into folder `out`.
+
+    With a calibration scorer (``"activation"``, ``"wanda"``, ``"flap"``) the model runs over the
+    `calibration` batches one decoder layer at a time (:func:`fprune.hf.layered.layer_stats`),
+    on `device`, holding one layer's weights; its scores are :func:`fprune.score_wanda`'s (and kin)
+    for the same batches, up to float rounding between eager and exported kernels.
 
     Args:
         source: a folder of ``save_pretrained`` (config.json, safetensors shards).
         out: the folder to create (replaced only with `overwrite`, once fully written).
         heads, kv_heads, mlp, hidden: fractions to remove, as in :func:`fprune.hf.widths`.
-        scorer: ``"l1"``, ``"l2"`` or ``"random"`` (with `seed`).
+        scorer: ``"l1"``, ``"l2"`` or ``"random"`` (with `seed`), or a calibration scorer:
+            ``"activation"``, ``"wanda"``, ``"flap"`` (with `calibration`).
+        calibration: a safetensors file of ``input_ids`` [rows, seq] (see
+            :func:`fprune.hf.layered.read_calibration`), cut in batches of `calibration_batch` rows,
+            or the batches themselves (dicts of ``input_ids`` and optionally ``attention_mask``).
+        device: where the layers run for calibration (``"cpu"``, ``"cuda"``).
         max_shard_size: bytes per output shard (a tensor larger than it gets a shard of its own).
         overwrite: replace `out` if it exists (only after the new model is fully written).
         progress: show a progress bar over the steps on stderr.
@@ -78,8 +92,14 @@ def prune_checkpoint(
 
     start = time.perf_counter()
     require()
-    if scorer not in SCORERS:
-        raise InvalidArgumentError(f"prune_checkpoint expects scorer in {sorted(SCORERS)}, got {scorer!r}")
+    if scorer not in SCORERS and scorer not in CALIBRATED:
+        raise InvalidArgumentError(f"prune_checkpoint expects scorer in {sorted([*SCORERS, *CALIBRATED])}, "
+                                   f"got {scorer!r}")
+    if (scorer in CALIBRATED) != (calibration is not None):
+        raise InvalidArgumentError(
+            f"prune_checkpoint: scorer {scorer!r} " + ("needs calibration batches (calibration=FILE)" if scorer in CALIBRATED
+                                                       else "reads weights only; calibration batches go with a "
+                                                       f"calibration scorer ({', '.join(CALIBRATED)})"))
     if isinstance(max_shard_size, bool) or not isinstance(max_shard_size, int) or max_shard_size < 1:
         raise InvalidArgumentError(f"prune_checkpoint expects a positive int max_shard_size, got {max_shard_size!r}")
     stage = hf.widths(heads=heads, kv_heads=kv_heads, mlp=mlp, hidden=hidden)
@@ -103,7 +123,10 @@ def prune_checkpoint(
             analysis = analyze(program)
             lazy = _Modules(analysis, reader)
             bar.step("score")
-            scored = score_analysis(SCORERS[scorer](seed), analysis, modules=lazy)
+            if scorer in CALIBRATED:
+                scored = _calibrated(scorer, analysis, model, reader, lazy, calibration, calibration_batch, device)
+            else:
+                scored = score_analysis(SCORERS[scorer](seed), analysis, modules=lazy)
             bar.step("mask")
             plan = stage(scored)
         notes = tuple(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, FpruneWarning)))
@@ -122,8 +145,11 @@ def prune_checkpoint(
     fields = [f for f in (fam.hidden, fam.heads, fam.kv_heads, fam.mlp) if f and hasattr(model.config, f)]
     before = {f: _width(model.config, f) for f in fields}
     after = {f: _width(config, f) for f in fields}
+    calibrated = {"calibration": str(calibration) if isinstance(calibration, (str, os.PathLike)) else "batches",
+                  "calibration_batch": calibration_batch, "device": device} if scorer in CALIBRATED else {}
     record = {"fprune": _version(), "source": str(src), "widths": stage.__dict__, "scorer": scorer, "streamed": True,
-              **({"seed": seed} if scorer == "random" else {}), "before": before, "after": after, "notes": list(notes)}
+              **({"seed": seed} if scorer == "random" else {}), **calibrated, "before": before, "after": after,
+              "notes": list(notes)}
     try:
         bar.step("write")
         with staged(ckpt, dst, overwrite, record) as tmp:
@@ -145,6 +171,23 @@ def prune_checkpoint(
 
 
 # --------------------------------------------------------------------------------------
+
+
+def _calibrated(scorer: str, analysis: Analysis, model: nn.Module, reader: _Reader, lazy: _Modules,
+                calibration: str | os.PathLike[str] | Sequence[Mapping[str, Tensor]] | None, batch: int,
+                device: str) -> Scored:
+    """A calibration scorer's scores, its statistics gathered a layer at a time from the checkpoint."""
+    from fprune import score_activation, score_flap, score_wanda
+    from fprune.hf.layered import layer_stats, read_calibration
+
+    assert calibration is not None
+    batches: list[Mapping[str, Tensor]] = list(
+        read_calibration(calibration, batch, int(getattr(model.config, "vocab_size", 0) or 0))
+        if isinstance(calibration, (str, os.PathLike)) else calibration)
+    rule = {"activation": score_activation, "wanda": score_wanda, "flap": score_flap}[scorer](batches)
+    return rule.score_recorded(
+        analysis, lambda consumers: layer_stats(model, reader, batches, consumers, device=device, where=repr(rule)),
+        weights=lazy)
 
 
 def _meta_model(src: Path, ckpt: Checkpoint) -> nn.Module:
