@@ -21,7 +21,12 @@ norms of ones), one shard in memory at a time, so a real-size config needs disk,
 128256: 16 GB in bfloat16, about 26 GB of disk with the output) is the run for a larger machine
 (``benchmarks/stream_real_size.sh`` checks the disk first).
 
+With ``--calib-rows N`` a third process streams with ``scorer="wanda"`` over N random rows of
+token ids (``--calibration``, batches of 8), the model run a decoder layer at a time; its peak
+is held to the same target.
+
     .venv/bin/python benchmarks/bench_stream.py [--hidden 2048] [--layers 24] [--preset llama3-8b] [--keep-files DIR]
+                                                [--calib-rows 64]
 """
 
 from __future__ import annotations
@@ -56,8 +61,10 @@ def _child(mode: str, src: str, out: str, kept_bytes: str) -> None:
         f.write("5")
     start = time.perf_counter()
     result: dict[str, float] = {}
-    if mode == "stream":
-        report = prune_checkpoint(src, out, heads=0.25, mlp=0.3, hidden=0.25)
+    if mode == "stream" or mode.startswith("wanda:"):
+        calibration = mode.partition(":")[2] or None
+        report = prune_checkpoint(src, out, heads=0.25, mlp=0.3, hidden=0.25,
+                                  **({"scorer": "wanda", "calibration": calibration} if calibration else {}))
         result["bytes_after"] = report.bytes_after
         result["kept"] = report.params_after / report.params_before
     else:
@@ -134,6 +141,10 @@ def main() -> None:
     parser.add_argument("--layers", type=int)
     parser.add_argument("--intermediate", type=int)
     parser.add_argument("--keep-files", help="write the checkpoints here and keep them (default: a temp dir)")
+    parser.add_argument("--calib-rows", type=int, default=0,
+                        help="also stream with scorer='wanda' over this many random rows of --calib-seq token ids "
+                             "(batches of 8), one layer at a time (default 0: not run)")
+    parser.add_argument("--calib-seq", type=int, default=128, help="tokens per calibration row (default 128)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -175,6 +186,17 @@ def main() -> None:
         ratio = stream["seconds"] / floor["seconds"]
         print(f"floor: {floor['seconds']:.1f} s, peak over imports {floor['peak_over_imports'] / 1e9:.2f} GB; "
               f"stream / floor = {ratio:.2f}x (target <= 2x: {'met' if ratio <= 2 else 'NOT met'})")
+        if args.calib_rows:
+            from fprune.tensorfile import save_tensors
+
+            ids = torch.randint(0, vocab, (args.calib_rows, args.calib_seq), generator=torch.Generator().manual_seed(0))
+            save_tensors(root / "calib.safetensors", {"input_ids": ids})
+            shutil.rmtree(root / "out-wanda", ignore_errors=True)
+            wanda = _run(f"wanda:{root / 'calib.safetensors'}", str(src), str(root / "out-wanda"), "0")
+            print(f"wanda over {args.calib_rows} x {args.calib_seq} tokens, a layer at a time: {wanda['seconds']:.1f} s "
+                  f"({wanda['seconds'] / stream['seconds']:.2f}x the l1 stream), peak over imports "
+                  f"{wanda['peak_over_imports'] / 1e9:.2f} GB (target <= {target / 1e9:.2f} GB: "
+                  f"{'met' if wanda['peak_over_imports'] <= target else 'NOT met'})")
     finally:
         if not args.keep_files:
             shutil.rmtree(root, ignore_errors=True)

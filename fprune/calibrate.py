@@ -152,18 +152,30 @@ class ActivationScorer:
         else:
             raw = getattr(module, "weight")
             assert isinstance(raw, Tensor)  # a Linear or Conv (see _measurable)
-            weight = raw.detach().to(torch.float64).transpose(0, 1)  # [in, out, *kernel]
-            weight = weight.flatten(1)[sl]
             if self.kind == "wanda":
-                per_col = weight.abs().sum(1) * stats.total_sq[sl].sqrt()
+                per_col = _column_sums(raw, square=False)[sl] * stats.total_sq[sl].sqrt()
             else:
                 mean = stats.total[sl] / n
                 variance = (stats.total_sq[sl] / n - mean * mean).clamp_min(0.0)
-                per_col = variance * (weight * weight).sum(1)
+                per_col = variance * _column_sums(raw, square=True)[sl]
         rows = per_col.reshape(read.channels, read.factor)
         if fine > 1 and read.level is None:
             return _untile(rows, read.stages).sum(1).repeat_interleave(fine)
         return _untile(rows, read.stages[:read.level] if fine > 1 else read.stages).sum(1)
+
+
+def _column_sums(weight: Tensor, *, square: bool) -> Tensor:
+    """Per input column of a Linear or Conv weight ``[out, in, *kernel]``: the sum of ``|w|`` (or ``w**2``)
+    over its output rows and kernel positions, in float64, a block of rows at a time (a vocabulary-wide
+    lm_head is never copied whole to float64)."""
+    w = weight.detach()
+    total = torch.zeros(w.shape[1], dtype=torch.float64, device=w.device)
+    step = max(1, (1 << 22) // max(1, w[0].numel()))
+    dims = [0, *range(2, w.dim())]
+    for start in range(0, w.shape[0], step):
+        block = w[start:start + step].to(torch.float64)
+        total += (block * block if square else block.abs()).sum(dim=dims)
+    return total
 
 
 def _check(batches: object, progress: object, factory: str) -> None:

@@ -6,11 +6,12 @@ module named, the per-channel sums of its input over the calibration batches (wh
 holding one decoder layer's weights at a time.  Phase ``i`` runs the model's own ``forward`` on
 every batch with layers ``0..i-1`` replaying the outputs phase ``i-1`` kept, layer ``i`` loaded
 from the checkpoint, and layer ``i+1`` stopping the run; the last layer's phase runs on through
-the final norm and stops at the output embedding once its input is recorded.  The input embedding is loaded for
-phase 0 only (later phases replay what it fed); norms, rotary tables and other small modules
-outside the layers stay loaded throughout.  Memory: one layer, the small modules, and two sets of
-hidden states (``batches x batch x seq x hidden``).  The model's own code runs, so masks,
-positions and family quirks (Gemma's embedding scale) are the model's.
+the final norm and stops at the output embedding once its input is recorded.  The input
+embedding runs in phase 0 only (later phases replay what it fed), holding just the rows of the
+ids used; norms, rotary tables and other small modules outside the layers stay loaded
+throughout.  Memory: one layer, the small modules, the embedding rows the batches use, and two
+sets of hidden states (``batches x batch x seq x hidden``).  The model's own code runs, so
+masks, positions and family quirks (Gemma's embedding scale) are the model's.
 
 :func:`read_calibration` reads the token ids of ``fprune hf prune --calibration FILE``.
 """
@@ -40,6 +41,8 @@ class Source(Protocol):
     def key(self, name: str) -> str | None: ...
 
     def entry(self, name: str) -> TensorEntry: ...
+
+    def rows(self, name: str, start: int, stop: int) -> Tensor: ...
 
 
 class _Stop(Exception):
@@ -140,7 +143,8 @@ def layer_stats(model: nn.Module, read: Source, batches: Sequence[Mapping[str, T
             kept: list[Any] = []
             with contextlib.ExitStack() as run:
                 if phase == 0:
-                    run.enter_context(_loaded(model, read, device, [embed]))
+                    run.enter_context(_rows_only(embed, read, names[id(embed)] + ".weight", batches, device))
+                    run.enter_context(_loaded(model, read, device, [embed]))  # its other tensors (a scale)
                 else:
                     run.enter_context(_patched(embed, _zeros(embed, dtype, device)))
                 for j in range(phase):
@@ -177,6 +181,28 @@ def _layers(model: nn.Module) -> nn.ModuleList:
 
 def _dtype(read: Source, name: str) -> torch.dtype:
     return DTYPES[read.entry(name).dtype]
+
+
+@contextlib.contextmanager
+def _rows_only(embed: nn.Module, read: Source, name: str, batches: Sequence[Mapping[str, Tensor]],
+               device: torch.device) -> Iterator[None]:
+    """The input embedding holding only the rows the batches' ids use (read one by one), the ids
+    renumbered to match by a pre-hook: its own forward (and any scale it applies) runs unchanged on
+    a table of ``unique ids x hidden`` instead of the whole vocabulary."""
+    used = torch.unique(torch.cat([b["input_ids"].reshape(-1) for b in batches]))
+    table = torch.cat([read.rows(name, int(i), int(i) + 1) for i in used]).to(device)
+    lookup = torch.full((int(used.max()) + 1,), -1, dtype=torch.long)
+    lookup[used] = torch.arange(len(used))
+    saved, padding = embed._parameters["weight"], getattr(embed, "padding_idx", None)
+    embed._parameters["weight"] = nn.Parameter(table, requires_grad=False)
+    setattr(embed, "padding_idx", None)  # an index of the whole table; it changes gradients only
+    handle = embed.register_forward_pre_hook(lambda m, args: (lookup.to(args[0].device)[args[0]], *args[1:]))
+    try:
+        yield
+    finally:
+        handle.remove()
+        embed._parameters["weight"] = saved
+        setattr(embed, "padding_idx", padding)
 
 
 def _run(model: nn.Module, batch: Mapping[str, Tensor], device: torch.device, where: str, index: int) -> None:
@@ -279,11 +305,17 @@ def _loaded(model: nn.Module, read: Source, device: torch.device, modules: Seque
 def _compute(model: nn.Module, owner: nn.Module, names: list[str]) -> None:
     """Buffers the checkpoint does not hold, computed as transformers does when it loads a model."""
     init = getattr(model, "_init_weights", None)
+    # it initialises the module's parameters too: keep those already real (an embedding's rows)
+    real = {k: p.detach().clone() for k, p in owner._parameters.items() if p is not None and not p.is_meta}
     try:
         if not callable(init):
             raise TypeError("the model has no _init_weights")
         with torch.no_grad():
             init(owner)
+            for k, value in real.items():
+                param = owner._parameters[k]
+                assert param is not None
+                param.copy_(value)
     except Exception as exc:  # noqa: BLE001 - whatever fails, the buffers cannot be computed: say which
         raise UnsupportedModelError(
             f"out-of-core calibration: {', '.join(names)} not in the checkpoint, and {type(model).__name__}'s "
