@@ -262,8 +262,7 @@ def _subunit_part(scorer: Scorer, analysis: Analysis, group: ChannelGroup, name:
                   unit_scores: Scores) -> Scores:
     """A producer's scores per sub-unit (query head): its own rows at that level, or its unit's score
     for each of the unit's sub-units (a key/value projection)."""
-    space = analysis.roles[name].out_space
-    level = analysis.space_fine[space] if space is not None and analysis.space_fine else None
+    level = _level(analysis, name)
     if level is None:
         return unit_scores.repeat_interleave(group.subunits)
     return _producer_scores(scorer, name, module, _stages(analysis, name)[:level])
@@ -515,7 +514,7 @@ def plan_from_scored(mask_fn: MaskFn, scored: Scored) -> Plan:
         masks = rule.select_many(scores, producers=producers)
     else:  # a user-written MaskFn: the plain protocol
         masks = mask_fn.select_many(scores)
-    for name, mask in masks.items():
+    for name, mask in list(masks.items()):
         expected = scored.scores[name].numel()
         fine = scored.subunit_scores.get(name)
         lengths = (expected,) if fine is None else (expected, fine.numel())
@@ -524,8 +523,9 @@ def plan_from_scored(mask_fn: MaskFn, scored: Scored) -> Plan:
                 f"{mask_fn!r} returned a mask for {name!r} that is not a 1-D bool tensor of length "
                 f"{' or '.join(map(str, lengths))}"
             )
-        if fine is not None and mask.numel() == fine.numel():
-            masks[name] = check_subunits(scored.analysis, scored.analysis.by_producer[name], mask, f"{mask_fn!r}'s mask for {name!r}")
+        if fine is not None and mask.numel() == fine.numel():  # over query heads: checked, whole units made plain
+            index = scored.analysis.by_producer[name]
+            masks = {**masks, name: check_subunits(scored.analysis, index, mask, f"{mask_fn!r}'s mask for {name!r}")}
     return Plan(scored.analysis, MappingProxyType(dict(masks)), scored.options)
 
 

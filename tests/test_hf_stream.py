@@ -254,6 +254,12 @@ def test_calibration_bad_input(tmp_path: Path) -> None:
         prune_checkpoint(src, tmp_path / "a", mlp=0.5, scorer="wanda", calibration=tmp_path / "big.safetensors")
     with pytest.raises(InvalidArgumentError, match="cannot read the calibration file"):
         prune_checkpoint(src, tmp_path / "a", mlp=0.5, scorer="flap", calibration=tmp_path / "absent.safetensors")
+    broken = _build("llama", tie_word_embeddings=False)
+    with torch.no_grad():
+        broken.model.layers[1].input_layernorm.weight[0] = float("nan")
+    broken.save_pretrained(tmp_path / "nan")
+    with pytest.raises(InvalidArgumentError, match=r"model\.layers\.1\.self_attn.* holds NaN or inf"):
+        prune_checkpoint(tmp_path / "nan", tmp_path / "a", mlp=0.5, scorer="wanda", calibration=path)
     assert not (tmp_path / "a").exists()
 
 

@@ -249,10 +249,15 @@ def _within_groups(plan: Plan, scored: Scored, fam: Family, rep: int, stage: Wid
                 f"int({group.subunits} * {stage.heads}) = 0; give a larger fraction"), stacklevel=4)
             return plan
         units = masks.get(group.name, torch.ones(group.size, dtype=torch.bool))
-        fine = scored.subunit_scores[group.name].reshape(group.size, group.subunits)
-        keep = torch.stack([_prune_lowest(row, group.subunits - rep) for row in fine])
-        masks[group.name] = (keep & units[:, None]).reshape(-1)
+        masks[group.name] = _per_unit(scored, group, units, rep)
     return Plan(plan.analysis, MappingProxyType(masks), plan.options)
+
+
+def _per_unit(scored: Scored, group: ChannelGroup, units: Tensor, rep: int) -> Tensor:
+    """A mask over `group`'s query heads: in each key/value head that `units` keeps, its `rep` best."""
+    fine = scored.subunit_scores[group.name].reshape(group.size, group.subunits)
+    keep = torch.stack([_prune_lowest(row, group.subunits - rep) for row in fine])
+    return (keep & units[:, None]).reshape(-1)
 
 
 def _valid_counts(plan: Plan, scored: Scored, fam: Family, config: Any) -> Plan:
@@ -303,9 +308,7 @@ def _valid_subunits(masks: dict[str, Tensor], scored: Scored, group: ChannelGrou
         kept += 1
     if kept != rep:
         raised.setdefault("query head", []).append(f"{group.name}: {rep} -> {kept} per key/value head")
-        fine = scored.subunit_scores[group.name].reshape(group.size, group.subunits)
-        keep = torch.stack([_prune_lowest(row, group.subunits - kept) for row in fine])
-        masks[group.name] = (keep & units[:, None]).reshape(-1)
+        masks[group.name] = _per_unit(scored, group, units, kept)
     chosen["attention"] = max(chosen.get("attention", 0), int(units.sum()))
     chosen["query"] = max(chosen.get("query", 0), int(units.sum()) * kept)
 
@@ -328,7 +331,8 @@ def widths(heads: float = 0.0, kv_heads: float = 0.0, mlp: float = 0.0, hidden: 
     name the same width.  On grouped-query attention ``heads`` removes query heads evenly within
     each key/value head: each keeps ``r - int(r * heads)`` of its ``r`` query heads (the lowest
     of ``Scored.subunit_scores`` go), so the class still repeats every key/value head alike; with
-    ``kv_heads`` too, the key/value heads are chosen first and ``heads`` applies to those kept.  ``mlp`` is the intermediate width, ``hidden`` the residual stream
+    ``kv_heads`` too, the key/value heads are chosen first and ``heads`` applies to those kept.
+    ``mlp`` is the intermediate width, ``hidden`` the residual stream
     (exact on RMSNorm families).  Every layer has the same widths, so each keeps the same count
     (``n - int(n * fraction)``, at least one), and the model's standard class can hold the result.
 

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from fprune.calibrate import Stats, non_finite
-from fprune.errors import CheckpointError, InvalidArgumentError, UnsupportedModelError
+from fprune.errors import CheckpointError, FpruneError, InvalidArgumentError, UnsupportedModelError
 from fprune.tensorfile import DTYPES, TensorEntry
 
 __all__ = ["layer_stats", "read_calibration"]
@@ -213,6 +213,8 @@ def _run(model: nn.Module, batch: Mapping[str, Tensor], device: torch.device, wh
             model(**kwargs)
     except _Stop:
         return
+    except FpruneError:
+        raise
     except (RuntimeError, TypeError, ValueError, IndexError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise InvalidArgumentError(f"{where}: calibration batch {index} does not fit the model: {first}") from exc
