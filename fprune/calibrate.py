@@ -103,10 +103,10 @@ class ActivationScorer:
         analysis = analyze(model)
         return self.score_recorded(
             analysis, lambda consumers: record_inputs(analysis, consumers, self.batches, repr(self),
-                                                      progress=self.progress))
+                                                      progress=self.progress), stacklevel=3)
 
     def score_recorded(self, analysis: Analysis, record: Callable[[list[str]], Mapping[str, Stats]],
-                       weights: Mapping[str, nn.Module] | None = None) -> Scored:
+                       weights: Mapping[str, nn.Module] | None = None, *, stacklevel: int = 2) -> Scored:
         """Scores `analysis` from input statistics that `record(consumers)` gathers, one per consumer named
         (:func:`record_inputs` runs the analysed graph; :mod:`fprune.hf.stream` runs a checkpoint a layer
         at a time).  `weights` may supply the consumers with their real tensors (by name), e.g. loaded one
@@ -137,7 +137,7 @@ class ActivationScorer:
                      for r in readers[group.name] if stats[r.module].count),
                     torch.zeros(group.size * group.subunits, dtype=torch.float64)).to(torch.float32)
         if skipped:
-            warnings.warn("left unpruned: " + "; ".join(skipped), FpruneWarning, stacklevel=2)
+            warnings.warn("left unpruned: " + "; ".join(skipped), FpruneWarning, stacklevel=stacklevel)
         return Scored(analysis, MappingProxyType(scores), self, self.options, MappingProxyType(fine))
 
     # ----------------------------------------------------------------------------------
