@@ -75,7 +75,8 @@ class Ignore:
                 if role.in_layout is not None and selects(self.inputs, name, modules[name]):
                     dropped.update(analysis.group_of(seg).name for seg in role.in_layout.segs)
         kept = {name: value for name, value in scored.scores.items() if name not in dropped}
-        return replace(scored, scores=MappingProxyType(kept))
+        fine = {name: value for name, value in scored.subunit_scores.items() if name in kept}
+        return replace(scored, scores=MappingProxyType(kept), subunit_scores=MappingProxyType(fine))
 
 
 def ignore(*, outputs: Selectors = (), inputs: Selectors = ()) -> Ignore:
