@@ -199,3 +199,16 @@ def test_query_heads_with_uniform_false_or_too_small_a_fraction() -> None:
     with pytest.warns(FpruneWarning, match="removes no query head"):
         plan = hf.widths(heads=0.2)(scored)  # int(4 * 0.2) == 0
     assert all(bool(m.all()) for m in plan.masks.values())
+
+
+def test_head_count_is_checked_against_the_hidden_width_the_plan_keeps() -> None:
+    """6 heads do not divide hidden 32 but divide the 24 kept: LlamaConfig accepts 6 with hidden 24."""
+    model = _decoder()
+    scored = score_l1(hf.trace(model))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FpruneWarning)  # no count raised
+        plan = hf.widths(heads=0.25, hidden=0.25)(scored)
+    small = hf.apply(plan)
+    assert (small.config.num_attention_heads, small.config.num_key_value_heads, small.config.hidden_size) == (6, 2, 24)
+    ids = _ids()
+    torch.testing.assert_close(_logits(small, ids), _logits(zero_slices(model, plan.params()), ids), rtol=1e-6, atol=1e-6)

@@ -265,10 +265,15 @@ def _valid_counts(plan: Plan, scored: Scored, fam: Family, config: Any) -> Plan:
 
     transformers validates a config when it is saved or loaded (Llama's: ``hidden_size`` a multiple
     of ``num_attention_heads``, even with an explicit ``head_dim``): each layer's kept count of a
-    width is raised to the next one the config accepts (the unpruned count always is).
+    width is raised to the next one the config accepts (the unpruned count always is).  A head
+    count is accepted with the hidden width the plan keeps, or else with the full one, the hidden
+    width then raised in its turn.
     """
     masks = dict(plan.masks)
     raised: dict[str, list[str]] = {}
+    hidden = [int(m.sum()) for g in matching(scored.analysis.groups, fam.embed)
+              if (m := masks.get(g.name)) is not None and not bool(m.all())]
+    planned = {"hidden": max(hidden)} if hidden else {}  # the hidden width the plan keeps
     chosen: dict[str, int] = {}
     for kind, pattern in (("attention", fam.attention), ("hidden", fam.embed)):
         if pattern is None:
@@ -278,10 +283,10 @@ def _valid_counts(plan: Plan, scored: Scored, fam: Family, config: Any) -> Plan:
             if mask is None or bool(mask.all()):
                 continue
             if group.subunits > 1 and mask.numel() > group.size:  # query heads within key/value heads
-                _valid_subunits(masks, scored, group, fam, config, chosen, raised)
+                _valid_subunits(masks, scored, group, fam, config, chosen, raised, planned)
                 continue
             keep = int(mask.sum())
-            while keep < group.size and not config_accepts(config, fam, {**chosen, kind: keep}):
+            while keep < group.size and not _accepts(config, fam, {**chosen, kind: keep}, planned):
                 keep += 1
             if keep != int(mask.sum()):
                 raised.setdefault(kind, []).append(f"{group.name}: {int(mask.sum())} -> {keep}")
@@ -297,14 +302,20 @@ def _valid_counts(plan: Plan, scored: Scored, fam: Family, config: Any) -> Plan:
     return Plan(plan.analysis, MappingProxyType(masks), plan.options)
 
 
+def _accepts(config: Any, fam: Family, counts: Mapping[str, int], planned: Mapping[str, int]) -> bool:
+    """Whether the config takes these head counts with the hidden width the plan keeps (3072 of 4096
+    takes 24 heads), or with the full one (the hidden width is then raised to fit, after)."""
+    return config_accepts(config, fam, {**planned, **counts}) or config_accepts(config, fam, counts)
+
+
 def _valid_subunits(masks: dict[str, Tensor], scored: Scored, group: ChannelGroup, fam: Family, config: Any,
-                    chosen: dict[str, int], raised: dict[str, list[str]]) -> None:
+                    chosen: dict[str, int], raised: dict[str, list[str]], planned: Mapping[str, int]) -> None:
     """_valid_counts for a mask over query heads: more query heads per key/value head until accepted."""
     per = masks[group.name].reshape(group.size, group.subunits)
     units, rep = per.any(1), int(per.sum(1).max())
     kept = rep
-    while kept < group.subunits and not config_accepts(
-            config, fam, {**chosen, "attention": int(units.sum()), "query": int(units.sum()) * kept}):
+    while kept < group.subunits and not _accepts(
+            config, fam, {**chosen, "attention": int(units.sum()), "query": int(units.sum()) * kept}, planned):
         kept += 1
     if kept != rep:
         raised.setdefault("query head", []).append(f"{group.name}: {rep} -> {kept} per key/value head")
