@@ -71,8 +71,8 @@ def _check_scorer(scorer: object, caller: str) -> Scorer:
     return scorer
 
 
-def _check_tensor(weight: object, where: str, *, min_dim: int, form: str) -> Tensor:
-    """Checks that ``weight`` is a finite floating tensor with rows; returns it."""
+def _check_tensor(weight: object, where: str, *, min_dim: int, form: str, finite: bool = True) -> Tensor:
+    """Checks that ``weight`` is a (with `finite`: finite) floating tensor with rows; returns it."""
     if not isinstance(weight, Tensor):
         raise InvalidTypeError(
             f"{where} expects a floating-point torch.Tensor {form}; got {type(weight).__name__}. "
@@ -99,12 +99,16 @@ def _check_tensor(weight: object, where: str, *, min_dim: int, form: str) -> Ten
             f"{tuple(weight.shape)}. Fix: a layer without output channels cannot be scored; "
             "leave it out."
         )
-    if weight.device.type != "meta" and not _all_finite(weight):
-        raise InvalidWeightError(
-            f"{where} expects finite values; the tensor of shape {tuple(weight.shape)} contains "
-            "NaN or inf. Fix: check the model (e.g. a diverged training run) before pruning."
-        )
+    if finite and weight.device.type != "meta" and not _all_finite(weight):
+        raise _not_finite(weight, where)
     return weight
+
+
+def _not_finite(weight: Tensor, where: str) -> InvalidWeightError:
+    return InvalidWeightError(
+        f"{where} expects finite values; the tensor of shape {tuple(weight.shape)} contains "
+        "NaN or inf. Fix: check the model (e.g. a diverged training run) before pruning."
+    )
 
 
 def _all_finite(t: Tensor) -> bool:
@@ -225,7 +229,9 @@ def score_tensor(scorer: Scorer, weight: Tensor, *, name: str | None = None) -> 
         if norm
         else "of shape [out_channels, ...] with at least 2 dimensions"
     )
-    weight = _check_tensor(weight, where, min_dim=1 if norm else 2, form=form)
+    # a sum of |w| or w**2 is NaN or inf where a row holds one: those scores check the weight themselves
+    reveals = scorer.rows in (_l1_rows, _l2_rows) and not scorer.needs_grad
+    weight = _check_tensor(weight, where, min_dim=1 if norm else 2, form=form, finite=not reveals)
     if weight.device.type == "meta":  # shapes without values: only scores that read no values
         if not isinstance(scorer.rows, _RandomRows):
             raise InvalidWeightError(
@@ -235,13 +241,16 @@ def score_tensor(scorer: Scorer, weight: Tensor, *, name: str | None = None) -> 
             )
         return scorer.rows(_as_rows(weight), None).to(weight.dtype)  # CPU: masks are chosen there
     grad = _check_grad(weight, where) if scorer.needs_grad else None
-    return _run_rows(
+    out = _run_rows(
         scorer,
         _as_rows(weight),
         None if grad is None else _as_rows(grad),
         like=weight,
         where=where,
     )
+    if reveals and not bool(torch.isfinite(out).all()) and not _all_finite(weight):  # else an overflow
+        raise _not_finite(weight, where)
+    return out
 
 
 # --------------------------------------------------------------------------- row functions
