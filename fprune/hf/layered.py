@@ -159,6 +159,9 @@ def layer_stats(model: nn.Module, read: Source, batches: Sequence[Mapping[str, T
                     state["batch"] = b
                     _run(model, batch, device, where, b)
             outputs = kept
+    for found in stats.values():  # on the CPU, where the scores meet the weights read from the checkpoint
+        found.total, found.total_abs, found.total_sq = (
+            None if t is None else t.cpu() for t in (found.total, found.total_abs, found.total_sq))
     return stats
 
 
