@@ -55,6 +55,7 @@ from torch.fx import GraphModule, Node
 from fprune.analysis import DEFAULT_OPTIONS, Analysis, Options, analyze
 from fprune.errors import FpruneWarning, InvalidArgumentError, InvalidTypeError
 from fprune.plan import GroupRead, Scored, _refuse_unknown, _untile, group_reads
+from fprune.scores import _rows_per_block
 
 __all__ = ["ActivationScorer", "Stats", "score_activation", "score_wanda", "score_flap", "record_inputs"]
 
@@ -81,6 +82,13 @@ class Stats:
             self.total, self.total_abs, self.total_sq = (
                 self.total + parts[0], self.total_abs + parts[1], self.total_sq + parts[2])
         self.count += x.shape[0]
+
+    def moments(self) -> tuple[Tensor, Tensor]:
+        """Per-channel mean and (population) variance of everything added, float64."""
+        assert self.total is not None and self.total_sq is not None, "moments() of no batch"
+        n = max(self.count, 1)
+        mean = self.total / n
+        return mean, (self.total_sq / n - mean * mean).clamp_min(0.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,9 +163,7 @@ class ActivationScorer:
             if self.kind == "wanda":
                 per_col = _column_sums(raw, square=False)[sl] * stats.total_sq[sl].sqrt()
             else:
-                mean = stats.total[sl] / n
-                variance = (stats.total_sq[sl] / n - mean * mean).clamp_min(0.0)
-                per_col = variance * _column_sums(raw, square=True)[sl]
+                per_col = stats.moments()[1][sl] * _column_sums(raw, square=True)[sl]
         rows = per_col.reshape(read.channels, read.factor)
         if fine > 1 and read.level is None:
             return _untile(rows, read.stages).sum(1).repeat_interleave(fine)
@@ -170,7 +176,7 @@ def _column_sums(weight: Tensor, *, square: bool) -> Tensor:
     lm_head is never copied whole to float64)."""
     w = weight.detach()
     total = torch.zeros(w.shape[1], dtype=torch.float64, device=w.device)
-    step = max(1, (1 << 22) // max(1, w[0].numel()))
+    step = _rows_per_block(w, 1 << 22)  # float64 blocks of 32 MB
     dims = [0, *range(2, w.dim())]
     for start in range(0, w.shape[0], step):
         block = w[start:start + step].to(torch.float64)

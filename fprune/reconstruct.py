@@ -73,7 +73,8 @@ from torch.export import ExportedProgram
 from torch.fx import GraphModule, Interpreter, Node
 from torch.utils._pytree import tree_flatten
 
-from fprune.calibrate import _check, _evaluating, _progress, call_args, misfit, no_batches, non_finite, traced_constants
+from fprune.calibrate import (Stats, _check, _evaluating, _progress, call_args, misfit, no_batches, non_finite,
+                              traced_constants)
 from fprune.errors import FpruneWarning, InvalidArgumentError, InvalidTypeError, InvalidWeightError
 from fprune.plan import Plan
 
@@ -331,17 +332,10 @@ def _same(a: Any, b: Any) -> bool:
 
 def _channel_moments(tensors: list[Any]) -> tuple[Tensor, Tensor]:
     """Per-channel (dim 1) mean and variance over every other dim of every batch, float64."""
-    total = square = None
-    count = 0
+    stats = Stats()
     for t in tensors:
-        d = t.detach().to(torch.float64)
-        dims = [i for i in range(d.dim()) if i != 1]
-        s, q = d.sum(dims), (d * d).sum(dims)
-        total, square = (s, q) if total is None else (total + s, square + q)  # type: ignore[operator]
-        count += d.numel() // d.shape[1]
-    assert total is not None and square is not None
-    mean = total / max(count, 1)
-    return mean, (square / max(count, 1) - mean * mean).clamp_min(0.0)
+        stats.add(t, 1)
+    return stats.moments()
 
 
 def _tensor(model: nn.Module, fqn: str) -> Tensor:

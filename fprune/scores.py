@@ -120,9 +120,9 @@ def _all_finite(t: Tensor) -> bool:
     return all(math.isfinite(float(b.sum(dtype=torch.float32))) or bool(torch.isfinite(b).all()) for b in blocks)
 
 
-def _rows_per_block(t: Tensor) -> int:
-    """How many of `t`'s rows (dim 0) make a block of at most ``_BLOCK`` entries (at least one row)."""
-    return max(1, _BLOCK // max(t[0].numel(), 1)) if t.dim() and t.shape[0] else 1
+def _rows_per_block(t: Tensor, block: int = _BLOCK) -> int:
+    """How many of `t`'s rows (dim 0) make a block of at most `block` entries (at least one row)."""
+    return max(1, block // max(t[0].numel(), 1)) if t.dim() and t.shape[0] else 1
 
 
 def _check_grad(weight: Tensor, where: str) -> Tensor:

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.fx import Node
 from torch.nn.utils import parametrize
 
-from fprune.analysis.values import Analysis, ArgPath, Layout, Options
+from fprune.analysis.values import Analysis, ArgPath, Edit, Layout, Options
 from fprune.errors import FpruneWarning, InvalidMaskError, InvalidTypeError, UnprunableError, UnsupportedModelError
 from fprune.slicing import IndexMap, slice_tensor, spec_for
 from fprune.trace import attribute
@@ -239,13 +239,8 @@ def plan_rewrite(analysis: Analysis, masks: Mapping[int, Tensor], options: Optio
             attrs.setdefault(name, {}).update(width_attrs(modules[name], int(in_keep.sum())))
     # A head count follows its group's mask; a merged size read from another tensor's shape
     # (``x.reshape(B, N, C)``) may change with any pruned group, and -1 is always equivalent.
-    constants = tuple(
-        (e.node, e.path, -1 if e.kind == "minus_one" else _edit_value(analysis, e.kind, e.space, masks))
-        for e in analysis.edits
-        if (e.kind == "minus_one" and masks) or (
-            analysis.space_group[e.space] in masks and (
-                e.kind != "rep" or analysis.is_fine(analysis.space_group[e.space], masks[analysis.space_group[e.space]])))
-    )
+    constants = tuple((e.node, e.path, _edit_value(analysis, e.kind, e.space, masks))
+                      for e in analysis.edits if _edited(analysis, e, masks))
     args, full_width = _exact_norms(analysis, masks, options, modules, attrs)
     return Rewrite(MappingProxyType(masks), MappingProxyType(tensors), MappingProxyType(attrs), constants,
                    args, full_width)
@@ -361,8 +356,19 @@ def _exact_norms(
     return tuple(args), tuple(widen)
 
 
+def _edited(analysis: Analysis, edit: Edit, masks: Mapping[int, Tensor]) -> bool:
+    """Whether the rewrite changes this constant: -1 whenever anything is pruned, a head count when
+    its group is, ``repeat_kv``'s count when its group's mask removes query heads within units."""
+    if edit.kind == "minus_one":
+        return bool(masks)
+    index = analysis.space_group[edit.space]
+    return index in masks and (edit.kind != "rep" or analysis.is_fine(index, masks[index]))
+
+
 def _edit_value(analysis: Analysis, kind: str, space: int, masks: Mapping[int, Tensor]) -> int:
-    """A head count (the space's kept channels), or ``repeat_kv``'s: the query heads each unit keeps."""
+    """-1, a head count (the space's kept channels), or ``repeat_kv``'s: the query heads each unit keeps."""
+    if kind == "minus_one":
+        return -1
     if kind == "rep":
         index = analysis.space_group[space]
         where = f"the mask of group {analysis.groups[index].name!r}"

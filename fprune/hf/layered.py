@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from fprune.calibrate import Stats, non_finite
+from fprune.calibrate import Stats, misfit, non_finite
 from fprune.errors import CheckpointError, FpruneError, InvalidArgumentError, UnsupportedModelError
 from fprune.tensorfile import DTYPES, TensorEntry
 
@@ -115,7 +115,9 @@ def layer_stats(model: nn.Module, read: Source, batches: Sequence[Mapping[str, T
     known = dict(model.named_modules())
     missing = [c for c in consumers if c not in known]
     if missing:
-        raise UnsupportedModelError(f"{where}: the model has no module {missing[0]!r} that the analysis reads")
+        raise UnsupportedModelError(f"{where}: the model built from the config has no module {missing[0]!r}, which "
+                                    "the analysis of its trace reads; score by weight magnitude (--scorer l1) and "
+                                    "report the model")
     if not batches:
         raise InvalidArgumentError(f"{where}: no calibration batches; give at least one")
     stats = {c: Stats() for c in consumers}
@@ -137,7 +139,7 @@ def layer_stats(model: nn.Module, read: Source, batches: Sequence[Mapping[str, T
             stack.enter_context(_hooked(known[c], record))
         outside = [m for m in model.modules() if id(m) not in inside and m is not embed and m is not head]
         stack.enter_context(_loaded(model, read, device, outside, recurse=False))  # each one's own tensors
-        dtype = _dtype(read, names[id(embed)] + ".weight")
+        dtype = DTYPES[read.entry(names[id(embed)] + ".weight").dtype]  # what the layers compute in
         outputs: list[Any] = []
         for phase in range(len(layers)):  # the last layer's phase runs on to the output embedding's input
             kept: list[Any] = []
@@ -182,10 +184,6 @@ def _layers(model: nn.Module) -> nn.ModuleList:
     return found[0]
 
 
-def _dtype(read: Source, name: str) -> torch.dtype:
-    return DTYPES[read.entry(name).dtype]
-
-
 @contextlib.contextmanager
 def _rows_only(embed: nn.Module, read: Source, name: str, batches: Sequence[Mapping[str, Tensor]],
                device: torch.device) -> Iterator[None]:
@@ -219,8 +217,7 @@ def _run(model: nn.Module, batch: Mapping[str, Tensor], device: torch.device, wh
     except FpruneError:
         raise
     except (RuntimeError, TypeError, ValueError, IndexError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InvalidArgumentError(f"{where}: calibration batch {index} does not fit the model: {first}") from exc
+        raise misfit(where, index, exc, exported=False) from exc
 
 
 def _stop(*args: Any, **kwargs: Any) -> Any:
